@@ -1,0 +1,132 @@
+"""The gateway's application entity: contexts, association policy, server.
+
+Association policy (who may connect) lives in one function,
+``_handle_requested``: unknown calling AE titles are rejected with
+A-ASSOCIATE-RJ "calling AE title not recognised" unless open mode is set, and
+a called AE title other than ours is rejected too. Over the association limit
+pynetdicom answers "local limit exceeded" (transient), so a device retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom_gateway.handlers.echo import handle_echo
+from dicom_gateway.handlers.store import handle_store
+from dicom_gateway.sop_classes import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS
+from teleconsult.config import Settings
+from teleconsult.storage.store import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, InstanceStore
+
+if TYPE_CHECKING:
+    from pynetdicom.events import Event
+
+__all__ = ["GatewayContext", "build_ae", "start_gateway"]
+
+logger = logging.getLogger(__name__)
+
+# A-ASSOCIATE-RJ parameters (PS3.8 9.3.4)
+_REJECTED_PERMANENT = 0x01
+_SERVICE_USER = 0x01
+_CALLING_AE_NOT_RECOGNISED = 0x03
+_CALLED_AE_NOT_RECOGNISED = 0x07
+
+
+@dataclass
+class GatewayContext:
+    """What the handlers need, passed to them explicitly (no globals)."""
+
+    settings: Settings
+    store: InstanceStore
+
+    def organisation_of(self, calling_ae_title: str) -> str:
+        peer = self.settings.peer(calling_ae_title)
+        if peer is not None:
+            return peer.organisation
+        return self.settings.dicom_unknown_organisation
+
+
+def _set_no_delay(event: Event) -> None:
+    # pynetdicom leaves Nagle on: without this every small PDU round trip can
+    # wait ~40 ms on the peer's delayed ACK.
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            logger.debug("could not set TCP_NODELAY", exc_info=True)
+
+
+def _handle_requested(event: Event, context: GatewayContext) -> None:
+    assoc = event.assoc
+    primitive = assoc.requestor.primitive
+    calling = str(primitive.calling_ae_title).strip()
+    called = str(primitive.called_ae_title).strip()
+    address = assoc.requestor.address
+    if called != context.settings.ae_title:
+        logger.warning(
+            "rejected association from %s (%s): called AE %r is not ours", calling, address, called
+        )
+        assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, _CALLED_AE_NOT_RECOGNISED)
+        return
+    if context.settings.peer(calling) is None and not context.settings.dicom_accept_unknown:
+        logger.warning(
+            "rejected association from %s (%s): calling AE title is not a configured peer "
+            "(add it to TELECONSULT_DICOM_PEERS)",
+            calling,
+            address,
+        )
+        assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, _CALLING_AE_NOT_RECOGNISED)
+        return
+    logger.info("association requested by %s (%s)", calling, address)
+
+
+def build_ae(settings: Settings) -> AE:
+    ae = AE(ae_title=settings.ae_title)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+    ae.maximum_associations = settings.dicom_max_associations
+    ae.maximum_pdu_size = settings.dicom_max_pdu
+    ae.acse_timeout = settings.dicom_acse_timeout
+    ae.dimse_timeout = settings.dicom_dimse_timeout
+    ae.network_timeout = settings.dicom_network_timeout
+    ae.add_supported_context(VERIFICATION_SOP_CLASS, list(TRANSFER_SYNTAXES[:3]))
+    for sop_class_uid in STORAGE_SOP_CLASSES:
+        ae.add_supported_context(sop_class_uid, list(TRANSFER_SYNTAXES))
+    return ae
+
+
+def start_gateway(
+    settings: Settings, store: InstanceStore, *, host: str | None = None, port: int | None = None
+) -> ThreadedAssociationServer:
+    """Start the DICOM server in its own threads; stop it with ``.shutdown()``."""
+    context = GatewayContext(settings=settings, store=store)
+    ae = build_ae(settings)
+    handlers: list[Any] = [
+        (evt.EVT_CONN_OPEN, _set_no_delay),
+        (evt.EVT_REQUESTED, _handle_requested, [context]),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_C_STORE, handle_store, [context]),
+    ]
+    address = (
+        host if host is not None else settings.dicom_host,
+        settings.dicom_port if port is None else port,
+    )
+    server = ae.start_server(address, block=False, evt_handlers=handlers)
+    assert isinstance(server, ThreadedAssociationServer)
+    logger.info(
+        "DICOM gateway %s listening on %s:%d (%d peers, %s)",
+        settings.ae_title,
+        server.server_address[0],
+        server.server_address[1],
+        len(settings.dicom_peers),
+        "open mode: unknown AE titles accepted"
+        if settings.dicom_accept_unknown
+        else "unknown AE titles rejected",
+    )
+    return server

@@ -1,0 +1,43 @@
+"""The FastAPI application: create_app(settings, store)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from teleconsult import __version__
+from teleconsult.api.problems import install_problem_handlers
+from teleconsult.config import Settings
+from teleconsult.errors import IndexUnavailableError
+from teleconsult.storage.store import InstanceStore
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings, store: InstanceStore) -> FastAPI:
+    app = FastAPI(
+        title="teleconsult",
+        version=__version__,
+        description="Remote diagnosis and teleconsultation for county medical communities.",
+    )
+    app.state.settings = settings
+    app.state.store = store
+    install_problem_handlers(app)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness and index reachability")
+    def healthz() -> dict[str, Any]:
+        try:
+            with store.index.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            raise IndexUnavailableError("the index cannot be reached") from exc
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

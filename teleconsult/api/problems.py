@@ -1,0 +1,54 @@
+"""RFC 9457 problem+json for every error outside DICOMweb bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from teleconsult.errors import TeleconsultError
+
+__all__ = ["install_problem_handlers", "problem"]
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(request: Request, status: int, title: str, detail: str, code: str, **extra: Any) -> JSONResponse:
+    body = {
+        "type": f"https://teleconsult.invalid/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "code": code,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TeleconsultError)
+    async def _ours(request: Request, exc: TeleconsultError) -> JSONResponse:
+        return problem(request, exc.http_status, exc.code.replace("-", " "), exc.message, exc.code)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        response = problem(
+            request, exc.status_code, str(exc.detail), str(exc.detail), f"http-{exc.status_code}"
+        )
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(part) for part in error.get("loc", ())), "message": error.get("msg", "")}
+            for error in exc.errors()
+        ]
+        return problem(
+            request, 422, "invalid request", "the request has invalid fields", "validation", errors=errors
+        )

@@ -1,0 +1,222 @@
+"""Settings: the only place the environment is read.
+
+Field names map one to one onto the contract variable names in DESIGN.md
+(``TELECONSULT_HTTP_PORT``, ``TELECONSULT_DICOM_PEERS`` ...), so the settings
+are a flat model grouped by name prefix (``http_*``, ``dicom_*``, ``storage``)
+rather than nested sub-models: nested models would have forced a ``__``
+delimiter into variables that hospitals already script against.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["ENV_PREFIX", "DicomPeer", "Settings", "settings_help"]
+
+ENV_PREFIX = "TELECONSULT_"
+
+# PS3.5 6.2: AE is 16 characters of the default repertoire without backslash
+# or control characters; leading and trailing spaces are not significant.
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+
+
+def _check_ae_title(value: str, field: str) -> str:
+    stripped = value.strip()
+    if not stripped or not _AE_TITLE.match(value):
+        raise ValueError(
+            f"{field} {value!r} is not a valid AE title: use 1-16 printable "
+            "ASCII characters without backslash"
+        )
+    return stripped
+
+
+class DicomPeer(BaseModel):
+    """A known DICOM application entity: a township device, a PACS, a viewer."""
+
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    organisation: str = Field(min_length=1, max_length=64)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        return _check_ae_title(value, "peer ae_title")
+
+
+class Settings(BaseSettings):
+    """Every setting of teleconsult; ``teleconsult --help`` lists them."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # storage
+    data_dir: Path = Field(
+        Path("data"),
+        description="Directory for DICOM files, temporary files and the embedded SQLite index.",
+    )
+    database_url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy URL of the index, e.g. postgresql://user@host/db; "
+            "unset = SQLite at <data_dir>/index.sqlite3."
+        ),
+    )
+    database_auto_migrate: bool = Field(
+        True, description="Apply database migrations when a command opens the index."
+    )
+    uid_root: str | None = Field(
+        None,
+        description="Registered UID root for UIDs teleconsult creates; unset = 2.25.<uuid> UIDs.",
+    )
+
+    # http
+    http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    http_port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP API.")
+
+    # dicom
+    ae_title: str = Field("TELECONSULT", description="AE title of the DICOM gateway.")
+    dicom_host: str = Field(
+        "127.0.0.1",
+        description="Address the DICOM gateway listens on (0.0.0.0 to accept devices on the network).",
+    )
+    dicom_port: int = Field(11112, ge=0, le=65535, description="Port of the DICOM gateway.")
+    dicom_peers: list[DicomPeer] = Field(
+        default_factory=list,
+        description=(
+            'JSON list of known peers: [{"ae_title": "US1", "host": "10.0.0.5", '
+            '"port": 104, "organisation": "TOWN01"}].'
+        ),
+    )
+    dicom_accept_unknown: bool = Field(
+        False,
+        description="Open mode: accept associations from calling AE titles that are not peers.",
+    )
+    dicom_unknown_organisation: str = Field(
+        "UNKNOWN",
+        description="Organisation recorded for instances from unknown peers in open mode.",
+    )
+    dicom_max_associations: int = Field(
+        32, ge=1, le=1024, description="Concurrent associations; more are rejected (transient)."
+    )
+    dicom_max_pdu: int = Field(
+        262144,
+        ge=0,
+        description="Maximum PDU size the gateway receives, in bytes (0 = unlimited).",
+    )
+    dicom_acse_timeout: float = Field(30.0, gt=0, description="ACSE timeout in seconds.")
+    dicom_dimse_timeout: float = Field(60.0, gt=0, description="DIMSE timeout in seconds.")
+    dicom_network_timeout: float = Field(60.0, gt=0, description="Seconds an idle association is kept open.")
+    dicom_max_instance_bytes: int = Field(
+        4 * 1024**3,
+        ge=1024,
+        description="Largest data set accepted in one C-STORE, in bytes.",
+    )
+
+    # log
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text for a terminal, json for containers."
+    )
+    log_dicom_identifiers: bool = Field(
+        False,
+        description="Log DICOM identifiers and patient attributes (off in production).",
+    )
+
+    config_file: Path | None = Field(
+        None, description="TOML file with settings (same names, lower case, no prefix)."
+    )
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        return _check_ae_title(value, "TELECONSULT_AE_TITLE")
+
+    @field_validator("uid_root")
+    @classmethod
+    def _uid_root(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*", value) or len(value) > 40:
+            raise ValueError(
+                f"TELECONSULT_UID_ROOT {value!r} must be a dotted numeric UID root of at most 40 characters"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _peers_unique(self) -> Settings:
+        seen: set[str] = set()
+        for peer in self.dicom_peers:
+            if peer.ae_title in seen:
+                raise ValueError(
+                    f"TELECONSULT_DICOM_PEERS lists AE title {peer.ae_title!r} "
+                    "twice; each peer needs its own AE title"
+                )
+            seen.add(peer.ae_title)
+        return self
+
+    @property
+    def index_url(self) -> str:
+        """The database URL actually used, with the SQLite default filled in."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    def peer(self, ae_title: str) -> DicomPeer | None:
+        stripped = ae_title.strip()
+        for peer in self.dicom_peers:
+            if peer.ae_title == stripped:
+                return peer
+        return None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        config_file = _config_file_from(init_settings, env_settings, dotenv_settings)
+        if config_file is not None:
+            if not config_file.is_file():
+                raise ValueError(f"TELECONSULT_CONFIG_FILE {str(config_file)!r} does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+
+def _config_file_from(*sources: PydanticBaseSettingsSource) -> Path | None:
+    for source in sources:
+        value: Any = source().get("config_file")
+        if value:
+            return Path(value)
+    return None
+
+
+def settings_help() -> str:
+    """One line per setting, for ``teleconsult --help``."""
+    lines = []
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        default_text = "[]" if isinstance(default, list) else "unset" if default is None else str(default)
+        lines.append(f"  {ENV_PREFIX}{name.upper()}  (default: {default_text})")
+        lines.append(f"      {field.description or ''}")
+    return "\n".join(lines)

@@ -1,0 +1,243 @@
+"""What the index knows about one instance, read from its encoded data set.
+
+The gateway hands over the data set exactly as it arrived; this module reads
+only the header attributes the index matches or returns (pixel data and
+waveform samples are never decoded), decodes text with the data set's own
+Specific Character Set (ISO_IR 192, GB18030, GBK, ISO 2022 IR 58 ...), and
+refuses what cannot be stored safely.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.tag import Tag
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+from pydicom.valuerep import PersonName
+
+from teleconsult.domain.uids import check_uid
+from teleconsult.errors import InvalidInstanceError, SOPClassMismatchError
+
+__all__ = ["InstanceAttributes", "person_name_groups", "read_instance_attributes"]
+
+# The attributes the index keeps; reading only these keeps header parsing
+# cheap on large multi-frame objects.
+_KEYWORDS = (
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "Modality",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "SeriesDescription",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "BodyPartExamined",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "StudyID",
+    "SeriesNumber",
+    "InstanceNumber",
+    "SeriesDate",
+    "SeriesTime",
+    "NumberOfFrames",
+)
+_TAGS = [Tag(keyword) for keyword in _KEYWORDS]
+
+# pydicom 3.0 decodes ISO 2022 IR 58 with Python's gb2312 codec, which keeps
+# the "ESC $ ) A" designations in the text; drop any escape sequence left.
+_ESCAPE_SEQUENCE = re.compile(r"\x1b[$()\-]{1,2}[@-~]")
+
+
+def _clean(text: str) -> str:
+    if "\x1b" in text:
+        text = _ESCAPE_SEQUENCE.sub("", text)
+    return text.replace("\x00", "").strip()
+
+
+_LAST_TAG = max(_TAGS)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceAttributes:
+    """The indexed attributes of one instance, decoded to Python text."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    specific_character_set: str
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_name: str
+    patient_name_alphabetic: str
+    patient_name_ideographic: str
+    patient_name_phonetic: str
+    patient_birth_date: str
+    patient_sex: str
+    study_date: str
+    study_time: str
+    accession_number: str
+    study_id: str
+    study_description: str
+    referring_physician_name: str
+    institution_name: str
+    series_date: str
+    series_time: str
+    modality: str
+    series_number: int | None
+    series_description: str
+    body_part_examined: str
+    instance_number: int | None
+    number_of_frames: int | None
+
+
+def person_name_groups(value: Any) -> tuple[str, str, str, str]:
+    """(whole value, alphabetic, ideographic, phonetic) of a decoded PN value."""
+    if value is None or value == "":
+        return "", "", "", ""
+    if not isinstance(value, PersonName):
+        value = PersonName(str(value))
+    return (
+        _clean(str(value)),
+        _clean(value.alphabetic or ""),
+        _clean(value.ideographic or ""),
+        _clean(value.phonetic or ""),
+    )
+
+
+def _text(ds: Dataset, keyword: str, max_length: int = 64) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if not isinstance(value, str) and hasattr(value, "__iter__"):
+        value = "\\".join(str(v) for v in value)
+    return _clean(str(value))[:max_length]
+
+
+def _integer(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if -(2**31) <= number < 2**31 else None
+
+
+def _read_header(data: bytes, transfer_syntax_uid: str) -> Dataset:
+    if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+        # Only the header is needed: inflate a bounded prefix, never the whole
+        # (possibly hostile) stream.
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(data, 16 * 1024 * 1024)
+        except zlib.error as exc:
+            raise InvalidInstanceError(f"deflated data set cannot be inflated: {exc}") from exc
+    implicit = transfer_syntax_uid == ImplicitVRLittleEndian
+    little = transfer_syntax_uid != ExplicitVRBigEndian
+
+    def stop_when(tag: Any, vr: Any, length: int) -> bool:
+        return bool(tag > _LAST_TAG)
+
+    try:
+        ds = read_dataset(
+            BytesIO(data),
+            is_implicit_VR=implicit,
+            is_little_endian=little,
+            stop_when=stop_when,
+            specific_tags=_TAGS,
+        )
+        # Decoding is lazy in pydicom: touch every value now so a broken one
+        # fails here, as a clear refusal, rather than later in the index.
+        for keyword in _KEYWORDS:
+            ds.get(keyword)
+    except InvalidInstanceError:
+        raise
+    except Exception as exc:  # pydicom raises many types on corrupt input
+        raise InvalidInstanceError(f"data set cannot be parsed: {exc}"[:200]) from exc
+    return ds
+
+
+def read_instance_attributes(
+    data: bytes,
+    transfer_syntax_uid: str,
+    *,
+    expected_sop_class_uid: str | None = None,
+    expected_sop_instance_uid: str | None = None,
+) -> InstanceAttributes:
+    """Read the indexed attributes of an encoded data set (no File Meta).
+
+    Raises
+    ------
+    InvalidUIDError
+        A required UID is missing or malformed.
+    SOPClassMismatchError
+        The data set's SOP Class UID differs from ``expected_sop_class_uid``.
+    InvalidInstanceError
+        The data set cannot be parsed, or its SOP Instance UID differs from
+        the one the command announced.
+    """
+    ds = _read_header(data, transfer_syntax_uid)
+    sop_class_uid = check_uid(ds.get("SOPClassUID"), "SOP Class UID")
+    sop_instance_uid = check_uid(ds.get("SOPInstanceUID"), "SOP Instance UID")
+    if expected_sop_class_uid is not None and sop_class_uid != expected_sop_class_uid:
+        raise SOPClassMismatchError(
+            f"data set SOP Class UID {sop_class_uid} differs from the negotiated {expected_sop_class_uid}"
+        )
+    if expected_sop_instance_uid is not None and sop_instance_uid != expected_sop_instance_uid:
+        raise InvalidInstanceError(
+            f"data set SOP Instance UID {sop_instance_uid} differs from the "
+            f"command's {expected_sop_instance_uid}"
+        )
+    name, alphabetic, ideographic, phonetic = person_name_groups(ds.get("PatientName"))
+    referring, *_ = person_name_groups(ds.get("ReferringPhysicianName"))
+    charset = ds.get("SpecificCharacterSet") or ""
+    if not isinstance(charset, str):
+        charset = "\\".join(charset)
+    return InstanceAttributes(
+        sop_class_uid=sop_class_uid,
+        sop_instance_uid=sop_instance_uid,
+        study_instance_uid=check_uid(ds.get("StudyInstanceUID"), "Study Instance UID"),
+        series_instance_uid=check_uid(ds.get("SeriesInstanceUID"), "Series Instance UID"),
+        transfer_syntax_uid=transfer_syntax_uid,
+        specific_character_set=charset,
+        patient_id=_text(ds, "PatientID"),
+        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
+        patient_name=name[:324],
+        patient_name_alphabetic=alphabetic[:324],
+        patient_name_ideographic=ideographic[:324],
+        patient_name_phonetic=phonetic[:324],
+        patient_birth_date=_text(ds, "PatientBirthDate", 8),
+        patient_sex=_text(ds, "PatientSex", 16),
+        study_date=_text(ds, "StudyDate", 8),
+        study_time=_text(ds, "StudyTime", 16),
+        accession_number=_text(ds, "AccessionNumber", 16),
+        study_id=_text(ds, "StudyID", 16),
+        study_description=_text(ds, "StudyDescription"),
+        referring_physician_name=referring[:324],
+        institution_name=_text(ds, "InstitutionName"),
+        series_date=_text(ds, "SeriesDate", 8),
+        series_time=_text(ds, "SeriesTime", 16),
+        modality=_text(ds, "Modality", 16),
+        series_number=_integer(ds, "SeriesNumber"),
+        series_description=_text(ds, "SeriesDescription"),
+        body_part_examined=_text(ds, "BodyPartExamined", 16),
+        instance_number=_integer(ds, "InstanceNumber"),
+        number_of_frames=_integer(ds, "NumberOfFrames"),
+    )

@@ -1,0 +1,71 @@
+"""The exception tree of teleconsult.
+
+    TeleconsultError
+    ├── InvalidInstanceError        the data set cannot be stored as sent (Cxxx / 400)
+    │   ├── InvalidUIDError         a UID is missing or not a valid UID
+    │   └── SOPClassMismatchError   data set and context disagree (A900 / 400)
+    ├── NotFoundError               no such object (404)
+    ├── StorageFullError            the disk or a quota is full (A700 / 507)
+    └── IndexUnavailableError       the SQL index cannot be reached (A700 / 503)
+
+Each class carries a fixed ``code`` slug, an HTTP status and, where it
+applies, the DIMSE status a C-STORE handler answers with. Messages name the
+object (a UID, an AE title) and never carry patient name, ID or birth date.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IndexUnavailableError",
+    "InvalidInstanceError",
+    "InvalidUIDError",
+    "NotFoundError",
+    "SOPClassMismatchError",
+    "StorageFullError",
+    "TeleconsultError",
+]
+
+
+class TeleconsultError(Exception):
+    """Base of every error teleconsult raises on purpose."""
+
+    code = "error"
+    http_status = 500
+    dimse_status = 0xC000
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInstanceError(TeleconsultError):
+    code = "invalid-instance"
+    http_status = 400
+    dimse_status = 0xC000  # Error: cannot understand
+
+
+class InvalidUIDError(InvalidInstanceError):
+    code = "invalid-uid"
+    dimse_status = 0xC001
+
+
+class SOPClassMismatchError(InvalidInstanceError):
+    code = "sop-class-mismatch"
+    dimse_status = 0xA900  # Error: data set does not match SOP class
+
+
+class NotFoundError(TeleconsultError):
+    code = "not-found"
+    http_status = 404
+
+
+class StorageFullError(TeleconsultError):
+    code = "storage-full"
+    http_status = 507
+    dimse_status = 0xA700  # Refused: out of resources
+
+
+class IndexUnavailableError(TeleconsultError):
+    code = "index-unavailable"
+    http_status = 503
+    dimse_status = 0xA701
