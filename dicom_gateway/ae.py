@@ -62,6 +62,13 @@ def _set_no_delay(event: Event) -> None:
             logger.debug("could not set TCP_NODELAY", exc_info=True)
 
 
+def _reject(assoc: Any, diagnostic: int) -> None:
+    assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, diagnostic)
+    # As pynetdicom does for its own rejections: stopping the association
+    # waits for the DUL to send the A-ASSOCIATE-RJ before the socket closes.
+    assoc.kill()
+
+
 def _handle_requested(event: Event, context: GatewayContext) -> None:
     assoc = event.assoc
     primitive = assoc.requestor.primitive
@@ -72,7 +79,7 @@ def _handle_requested(event: Event, context: GatewayContext) -> None:
         logger.warning(
             "rejected association from %s (%s): called AE %r is not ours", calling, address, called
         )
-        assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, _CALLED_AE_NOT_RECOGNISED)
+        _reject(assoc, _CALLED_AE_NOT_RECOGNISED)
         return
     if context.settings.peer(calling) is None and not context.settings.dicom_accept_unknown:
         logger.warning(
@@ -81,7 +88,7 @@ def _handle_requested(event: Event, context: GatewayContext) -> None:
             calling,
             address,
         )
-        assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, _CALLING_AE_NOT_RECOGNISED)
+        _reject(assoc, _CALLING_AE_NOT_RECOGNISED)
         return
     logger.info("association requested by %s (%s)", calling, address)
 

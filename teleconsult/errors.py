@@ -33,9 +33,12 @@ class TeleconsultError(Exception):
     http_status = 500
     dimse_status = 0xC000
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, comment: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # A DIMSE ErrorComment is LO (64 characters): a short form that still
+        # says what failed; the full message goes to the log.
+        self.comment = (comment or message)[:64]
 
 
 class InvalidInstanceError(TeleconsultError):

@@ -83,7 +83,7 @@ def handle_store(event: Event, context: GatewayContext) -> int | Dataset:
             exc.dimse_status,
             exc.message,
         )
-        return _status(exc.dimse_status, exc.message)
+        return _status(exc.dimse_status, exc.comment)
     if stored.outcome is StoreOutcome.DUPLICATE:
         logger.debug("instance %s from %s already stored", stored.sop_instance_uid, calling_ae_title)
     return 0x0000

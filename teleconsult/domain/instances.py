@@ -56,6 +56,7 @@ _KEYWORDS = (
     "NumberOfFrames",
 )
 _TAGS = [Tag(keyword) for keyword in _KEYWORDS]
+_UID_KEYWORDS = frozenset({"SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"})
 
 # pydicom 3.0 decodes ISO 2022 IR 58 with Python's gb2312 codec, which keeps
 # the "ESC $ ) A" designations in the text; drop any escape sequence left.
@@ -140,6 +141,17 @@ def _integer(ds: Dataset, keyword: str) -> int | None:
     return number if -(2**31) <= number < 2**31 else None
 
 
+def _raw_uid(ds: Dataset, keyword: str) -> str | None:
+    """A UID value as sent, checked by us rather than by pydicom's validators."""
+    element = ds.get_item(keyword)
+    if element is None:
+        return None
+    value = element.value
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return None if value is None else str(value)
+
+
 def _read_header(data: bytes, transfer_syntax_uid: str) -> Dataset:
     if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
         # Only the header is needed: inflate a bounded prefix, never the whole
@@ -148,9 +160,21 @@ def _read_header(data: bytes, transfer_syntax_uid: str) -> Dataset:
         try:
             data = inflater.decompress(data, 16 * 1024 * 1024)
         except zlib.error as exc:
-            raise InvalidInstanceError(f"deflated data set cannot be inflated: {exc}") from exc
+            raise InvalidInstanceError(
+                f"deflated data set cannot be inflated: {exc}", comment="Deflated data set cannot be inflated"
+            ) from exc
     implicit = transfer_syntax_uid == ImplicitVRLittleEndian
     little = transfer_syntax_uid != ExplicitVRBigEndian
+    if len(data) >= 6:
+        # pydicom would only warn and guess; a file whose encoding contradicts
+        # its transfer syntax would then be stored and mislabelled.
+        vr = data[4:6]
+        looks_explicit = 0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B
+        if looks_explicit == implicit:
+            raise InvalidInstanceError(
+                f"data set encoding does not match the negotiated transfer syntax {transfer_syntax_uid}",
+                comment="Data set encoding contradicts the transfer syntax",
+            )
 
     def stop_when(tag: Any, vr: Any, length: int) -> bool:
         return bool(tag > _LAST_TAG)
@@ -166,11 +190,14 @@ def _read_header(data: bytes, transfer_syntax_uid: str) -> Dataset:
         # Decoding is lazy in pydicom: touch every value now so a broken one
         # fails here, as a clear refusal, rather than later in the index.
         for keyword in _KEYWORDS:
-            ds.get(keyword)
+            if keyword not in _UID_KEYWORDS:
+                ds.get(keyword)
     except InvalidInstanceError:
         raise
     except Exception as exc:  # pydicom raises many types on corrupt input
-        raise InvalidInstanceError(f"data set cannot be parsed: {exc}"[:200]) from exc
+        raise InvalidInstanceError(
+            f"data set cannot be parsed: {exc}"[:300], comment="Data set cannot be parsed"
+        ) from exc
     return ds
 
 
@@ -194,16 +221,18 @@ def read_instance_attributes(
         the one the command announced.
     """
     ds = _read_header(data, transfer_syntax_uid)
-    sop_class_uid = check_uid(ds.get("SOPClassUID"), "SOP Class UID")
-    sop_instance_uid = check_uid(ds.get("SOPInstanceUID"), "SOP Instance UID")
+    sop_class_uid = check_uid(_raw_uid(ds, "SOPClassUID"), "SOP Class UID")
+    sop_instance_uid = check_uid(_raw_uid(ds, "SOPInstanceUID"), "SOP Instance UID")
     if expected_sop_class_uid is not None and sop_class_uid != expected_sop_class_uid:
         raise SOPClassMismatchError(
-            f"data set SOP Class UID {sop_class_uid} differs from the negotiated {expected_sop_class_uid}"
+            f"data set SOP Class UID {sop_class_uid} differs from the negotiated {expected_sop_class_uid}",
+            comment="Data set SOP Class differs from the negotiated one",
         )
     if expected_sop_instance_uid is not None and sop_instance_uid != expected_sop_instance_uid:
         raise InvalidInstanceError(
             f"data set SOP Instance UID {sop_instance_uid} differs from the "
-            f"command's {expected_sop_instance_uid}"
+            f"command's {expected_sop_instance_uid}",
+            comment="Data set SOP Instance UID differs from the command's",
         )
     name, alphabetic, ideographic, phonetic = person_name_groups(ds.get("PatientName"))
     referring, *_ = person_name_groups(ds.get("ReferringPhysicianName"))
@@ -213,8 +242,8 @@ def read_instance_attributes(
     return InstanceAttributes(
         sop_class_uid=sop_class_uid,
         sop_instance_uid=sop_instance_uid,
-        study_instance_uid=check_uid(ds.get("StudyInstanceUID"), "Study Instance UID"),
-        series_instance_uid=check_uid(ds.get("SeriesInstanceUID"), "Series Instance UID"),
+        study_instance_uid=check_uid(_raw_uid(ds, "StudyInstanceUID"), "Study Instance UID"),
+        series_instance_uid=check_uid(_raw_uid(ds, "SeriesInstanceUID"), "Series Instance UID"),
         transfer_syntax_uid=transfer_syntax_uid,
         specific_character_set=charset,
         patient_id=_text(ds, "PatientID"),

@@ -29,10 +29,10 @@ def check_uid(value: object, name: str) -> str:
     if isinstance(value, str):
         value = value.rstrip("\x00").strip()
     if not value:
-        raise InvalidUIDError(f"{name} is missing")
+        raise InvalidUIDError(f"{name} is missing", comment=f"{name} is missing")
     if not is_valid_uid(value):
         shown = repr(value)[:40]
-        raise InvalidUIDError(f"{name} {shown} is not a valid UID")
+        raise InvalidUIDError(f"{name} {shown} is not a valid UID", comment=f"{name} is not a valid UID")
     assert isinstance(value, str)
     return value
 

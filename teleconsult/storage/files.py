@@ -100,7 +100,8 @@ class FileStore:
             temp.unlink(missing_ok=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageFullError(
-                    f"no space left in {self.root} while storing {key}; free disk space and resend"
+                    f"no space left in {self.root} while storing {key}; free disk space and resend",
+                    comment="Out of disk space; resend later",
                 ) from exc
             raise
         return size

@@ -179,7 +179,8 @@ class Index:
             if isinstance(exc, OperationalError):
                 raise IndexUnavailableError(
                     f"the index at {self.engine.url.render_as_string(hide_password=True)} "
-                    "cannot be written; retry later"
+                    f"cannot be written ({type(exc.orig).__name__}); retry later",
+                    comment="Index unavailable; resend later",
                 ) from exc
             raise
         finally:
@@ -229,6 +230,8 @@ class Index:
                 ).one()
                 if current.sha256 == stored.sha256:
                     return IndexResult(StoreOutcome.DUPLICATE, current.version)
+            # New content may correct demographics (a mistyped name re-sent).
+            self._ensure_patient(conn, attrs, stored, now)
             previous = conn.execute(select(_instances).where(_instances.c.pk == current.pk)).one()
             conn.execute(
                 _versions.insert().values(

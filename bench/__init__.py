@@ -1,0 +1,1 @@
+"""Benchmarks of teleconsult against bare baselines; see bench/README.md."""

@@ -1,0 +1,239 @@
+"""``python -m bench.ingest``: measure C-STORE ingest of teleconsult against a bare baseline.
+
+For each instance class and for 1 and 4 parallel associations, DCMTK
+``storescu`` sends the class's synthetic corpus to a fresh bare pynetdicom
+receiver (fsync, no parsing, no index) and to a fresh ``teleconsult serve``
+(fsync, parsing, SQL index). Both run in the same benchmark run, alternating,
+so they see the same machine state. Every stored instance is counted back;
+anything missing is a FAIL and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from bench.ingest.corpus import CLASS_NAMES, Corpus, ensure_corpus
+from bench.ingest.receivers import BASELINE, RECEIVERS, TELECONSULT, receiver_session
+from bench.ingest.report import TARGET_RATIO, Row, environment, format_environment, format_table
+from bench.ingest.send import send_corpus
+
+_HERE = Path(__file__).resolve().parent
+_ASSOCIATIONS = (1, 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One send of one corpus to one receiver."""
+
+    class_name: str
+    associations: int
+    receiver: str
+    repeat: int
+    sent: int
+    stored: int
+    seconds: float | None
+    processes: int
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.stored == self.sent
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ingest", description=__doc__.splitlines()[0].split(": ", 1)[1]
+    )
+    parser.add_argument("--quick", action="store_true", help="small corpora, one repeat: a smoke run")
+    parser.add_argument(
+        "--database-url",
+        help="teleconsult's index, e.g. postgresql://postgres@127.0.0.1:5432/test "
+        "(a fresh schema per run); default: embedded SQLite",
+    )
+    parser.add_argument(
+        "--repeat", type=int, help="runs per measurement, median reported (default 3, quick 1)"
+    )
+    parser.add_argument(
+        "--classes", default=",".join(CLASS_NAMES), help=f"comma-separated subset of {','.join(CLASS_NAMES)}"
+    )
+    parser.add_argument(
+        "--corpus-dir", type=Path, default=_HERE / "corpus", help="cache of generated corpora"
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, help="parent of the receivers' data directories (default: temp)"
+    )
+    parser.add_argument("--results-dir", type=Path, default=_HERE / "results", help="where results JSON goes")
+    parser.add_argument(
+        "--check-target", action="store_true", help=f"also exit non-zero if a ratio is below {TARGET_RATIO}"
+    )
+    return parser
+
+
+def _classes(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(CLASS_NAMES))
+    if unknown:
+        raise SystemExit(f"unknown class {', '.join(unknown)}; choose from {', '.join(CLASS_NAMES)}")
+    return names
+
+
+def _measure(
+    corpus: Corpus, associations: int, receiver: str, repeat: int, run_dir: Path, database_url: str | None
+) -> Measurement:
+    """Start a fresh receiver, send the corpus, stop it and count what it stored."""
+    seconds: float | None = None
+    processes = stored = 0
+    error: str | None = None
+    try:
+        with receiver_session(receiver, run_dir, database_url) as session:
+            result = send_corpus(corpus, associations, session.endpoint, run_dir)
+            seconds, processes = result.seconds, result.processes
+            session.stop()
+            stored = session.stored_count()
+    except Exception as exc:  # a failed measurement is reported, the others still run
+        traceback.print_exc()
+        error = f"{type(exc).__name__}: {exc}"
+    return Measurement(
+        corpus.name, associations, receiver, repeat, corpus.count, stored, seconds, processes, error
+    )
+
+
+def _progress(measurement: Measurement, corpus: Corpus) -> str:
+    head = (
+        f"{measurement.class_name:5} assoc={measurement.associations} {measurement.receiver:11} "
+        f"run {measurement.repeat + 1}: "
+    )
+    if measurement.error is not None:
+        return head + f"FAIL {measurement.error.splitlines()[0]}"
+    assert measurement.seconds is not None
+    rate = corpus.count / measurement.seconds
+    megabytes = corpus.total_bytes / 1e6 / measurement.seconds
+    status = "ok" if measurement.ok else f"FAIL: stored {measurement.stored} of {measurement.sent}"
+    return head + (
+        f"{corpus.count} in {measurement.seconds:.2f} s ({rate:.1f} inst/s, {megabytes:.1f} MB/s, "
+        f"{measurement.processes} storescu) {status}"
+    )
+
+
+def _median_seconds(measurements: Sequence[Measurement]) -> float | None:
+    """The median wall time, or None if any run failed: a partial result is not a result."""
+    if not measurements or not all(m.ok for m in measurements):
+        return None
+    return statistics.median(m.seconds for m in measurements if m.seconds is not None)
+
+
+def _rows(corpora: Sequence[Corpus], measurements: Sequence[Measurement]) -> list[Row]:
+    rows = []
+    for corpus in corpora:
+        for associations in _ASSOCIATIONS:
+            runs = {
+                receiver: [
+                    m
+                    for m in measurements
+                    if (m.class_name, m.associations, m.receiver) == (corpus.name, associations, receiver)
+                ]
+                for receiver in RECEIVERS
+            }
+            rows.append(
+                Row(
+                    corpus.name,
+                    associations,
+                    corpus.count,
+                    corpus.total_bytes,
+                    _median_seconds(runs[BASELINE]),
+                    _median_seconds(runs[TELECONSULT]),
+                )
+            )
+    return rows
+
+
+def _run_all(
+    corpora: Sequence[Corpus], repeats: int, work_dir: Path, database_url: str | None
+) -> list[Measurement]:
+    """Every (class, associations) pair, receivers alternating within each repeat."""
+    measurements = []
+    for corpus in corpora:
+        for associations in _ASSOCIATIONS:
+            for repeat in range(repeats):
+                for receiver in RECEIVERS:
+                    run_dir = work_dir / f"{corpus.name}-{associations}-{receiver}-{repeat}"
+                    measurement = _measure(corpus, associations, receiver, repeat, run_dir, database_url)
+                    print(_progress(measurement, corpus), flush=True)
+                    measurements.append(measurement)
+    return measurements
+
+
+def _save(
+    results_dir: Path, info: dict[str, str], rows: Sequence[Row], measurements: Sequence[Measurement]
+) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"ingest-{info['date'].replace(' ', 'T').replace(':', '')}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "environment": info,
+                "rows": [asdict(row) for row in rows],
+                "measurements": [asdict(m) for m in measurements],
+            },
+            ensure_ascii=False,
+            indent=2,
+        )
+    )
+    return path
+
+
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> NoReturn:
+    """Turn SIGTERM into SystemExit so every ``finally`` stops its receiver."""
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    repeats = args.repeat if args.repeat is not None else 1 if args.quick else 3
+    classes = _classes(args.classes)
+    if args.work_dir is not None:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir=args.work_dir))
+    failed = True
+    try:
+        info = environment(args.database_url, work_dir)
+        print(format_environment(info), flush=True)
+        corpora = [ensure_corpus(name, args.corpus_dir, quick=args.quick) for name in classes]
+        for corpus in corpora:
+            size = corpus.total_bytes / 1e6
+            print(f"corpus {corpus.name:5} {corpus.count} instances, {size:.1f} MB in {corpus.root}")
+        print(f"{repeats} run(s) per measurement, median wall time; MB = 10^6 bytes", flush=True)
+        measurements = _run_all(corpora, repeats, work_dir, args.database_url)
+        rows = _rows(corpora, measurements)
+        print()
+        print(format_table(rows))
+        print(f"results: {_save(args.results_dir, info, rows, measurements)}")
+        failed = not all(m.ok for m in measurements)
+        if failed:
+            print("FAIL: some instances were not stored or a run failed; logs kept in", work_dir)
+            return 1
+        below = [row for row in rows if row.ratio is not None and row.ratio < TARGET_RATIO]
+        if below:
+            names = ", ".join(f"{row.class_name}/{row.associations}" for row in below)
+            print(f"below the {TARGET_RATIO}x target: {names}")
+        return 1 if below and args.check_target else 0
+    finally:
+        if not failed:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

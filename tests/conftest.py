@@ -1,0 +1,116 @@
+"""Shared fixtures: clean environment, index backends, store, gateway on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, settings
+from sqlalchemy import create_engine, text
+
+from teleconsult.config import Settings
+from teleconsult.events import Event, EventBus
+from teleconsult.storage.index import normalise_database_url
+from teleconsult.storage.store import InstanceStore
+
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+TEST_DATABASE_URL = os.environ.get("TELECONSULT_TEST_DATABASE_URL")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's TELECONSULT_* settings."""
+    for name in list(os.environ):
+        if name.startswith("TELECONSULT_"):
+            monkeypatch.delenv(name)
+
+
+def require_tool(name: str) -> str:
+    """The path of a real peer's binary; in CI a missing one is a failure, not a skip."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed: the test set-up must install it")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)],
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The index URL: embedded SQLite, and PostgreSQL in a fresh schema when configured."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'index.sqlite3'}"
+        return
+    if not TEST_DATABASE_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI must set TELECONSULT_TEST_DATABASE_URL")
+        pytest.skip("TELECONSULT_TEST_DATABASE_URL is not set")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalise_database_url(TEST_DATABASE_URL))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in TEST_DATABASE_URL else "?"
+    try:
+        yield f"{TEST_DATABASE_URL}{separator}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
+    def _make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "data_dir": tmp_path / "data",
+            "database_url": database_url,
+            "dicom_acse_timeout": 5,
+            "dicom_dimse_timeout": 10,
+            "dicom_network_timeout": 10,
+            "dicom_peers": [
+                {"ae_title": "TOWNUS", "host": "127.0.0.1", "port": 104, "organisation": "TOWN01"},
+                {"ae_title": "STORESCU", "host": "127.0.0.1", "port": 104, "organisation": "TOWN02"},
+                {"ae_title": "ECHOSCU", "host": "127.0.0.1", "port": 104, "organisation": "TOWN02"},
+            ],
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return _make
+
+
+@pytest.fixture
+def app_settings(make_settings) -> Settings:  # type: ignore[no-untyped-def]
+    return make_settings()  # type: ignore[no-any-return]
+
+
+class RecordingBus(EventBus):
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[Event] = []
+        self.subscribe(self.events.append)
+
+
+@pytest.fixture
+def bus() -> RecordingBus:
+    return RecordingBus()
+
+
+@pytest.fixture
+def store(app_settings: Settings, bus: RecordingBus) -> Iterator[InstanceStore]:
+    instance_store = InstanceStore(app_settings, bus)
+    instance_store.open()
+    try:
+        yield instance_store
+    finally:
+        instance_store.close()
