@@ -19,7 +19,12 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_gateway.handlers.echo import handle_echo
 from dicom_gateway.handlers.store import handle_store
-from dicom_gateway.sop_classes import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS
+from dicom_gateway.sop_classes import (
+    STORAGE_SOP_CLASSES,
+    TRANSFER_SYNTAXES,
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+    VERIFICATION_SOP_CLASS,
+)
 from teleconsult.config import Settings
 from teleconsult.storage.store import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, InstanceStore
 
@@ -102,7 +107,7 @@ def build_ae(settings: Settings) -> AE:
     ae.acse_timeout = settings.dicom_acse_timeout
     ae.dimse_timeout = settings.dicom_dimse_timeout
     ae.network_timeout = settings.dicom_network_timeout
-    ae.add_supported_context(VERIFICATION_SOP_CLASS, list(TRANSFER_SYNTAXES[:3]))
+    ae.add_supported_context(VERIFICATION_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
     for sop_class_uid in STORAGE_SOP_CLASSES:
         ae.add_supported_context(sop_class_uid, list(TRANSFER_SYNTAXES))
     return ae

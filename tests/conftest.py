@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, settings
+from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import create_engine, text
 
+from dicom_gateway.ae import start_gateway
 from teleconsult.config import Settings
 from teleconsult.events import Event, EventBus
 from teleconsult.storage.index import normalise_database_url
@@ -114,3 +117,38 @@ def store(app_settings: Settings, bus: RecordingBus) -> Iterator[InstanceStore]:
         yield instance_store
     finally:
         instance_store.close()
+
+
+@dataclass
+class RunningGateway:
+    settings: Settings
+    store: InstanceStore
+    server: ThreadedAssociationServer
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+
+@pytest.fixture
+def start(make_settings, bus: EventBus) -> Iterator[Callable[..., RunningGateway]]:  # type: ignore[no-untyped-def]
+    started: list[RunningGateway] = []
+
+    def _start(**overrides: object) -> RunningGateway:
+        settings = make_settings(**overrides)
+        store = InstanceStore(settings, bus)
+        store.open()
+        server = start_gateway(settings, store, host="127.0.0.1", port=0)
+        running = RunningGateway(settings, store, server)
+        started.append(running)
+        return running
+
+    yield _start
+    for running in started:
+        running.server.shutdown()
+        running.store.close()
+
+
+@pytest.fixture
+def gateway(start: Callable[..., RunningGateway]) -> RunningGateway:
+    return start()

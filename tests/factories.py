@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
+from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
@@ -146,17 +145,16 @@ def part10(
     claimed_sop_class_uid: str | None = None,
 ) -> bytes:
     """A Part 10 file; ``claimed_sop_class_uid`` puts another SOP class in its File Meta."""
-    ds = ds.copy()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = transfer_syntax_uid
-    ds.file_meta.MediaStorageSOPClassUID = claimed_sop_class_uid or ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.ImplementationClassUID = "1.2.3.4"
-    ds.preamble = b"\x00" * 128
-    buffer = BytesIO()
-    # enforce_file_format=False: write the File Meta exactly as set above.
-    ds.save_as(buffer, enforce_file_format=False, implicit_vr=transfer_syntax_uid == ImplicitVRLittleEndian)
-    return buffer.getvalue()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = claimed_sop_class_uid or ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = transfer_syntax_uid
+    meta.ImplementationClassUID = "1.2.826.0.1.3680043.10.1"
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = False
+    write_file_meta_info(fp, meta, enforce_standard=True)
+    return b"\x00" * 128 + b"DICM" + fp.getvalue() + encode(ds, transfer_syntax_uid)
 
 
 def write_part10(ds: Dataset, path: Path, transfer_syntax_uid: str = ExplicitVRLittleEndian) -> Path:

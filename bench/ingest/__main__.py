@@ -20,6 +20,7 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -176,10 +177,16 @@ def _run_all(
 
 
 def _save(
-    results_dir: Path, info: dict[str, str], rows: Sequence[Row], measurements: Sequence[Measurement]
+    results_dir: Path,
+    info: dict[str, str],
+    rows: Sequence[Row],
+    measurements: Sequence[Measurement],
+    *,
+    quick: bool,
 ) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"ingest-{info['date'].replace(' ', 'T').replace(':', '')}.json"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = results_dir / f"ingest-{stamp}-{'quick' if quick else 'full'}.json"
     path.write_text(
         json.dumps(
             {
@@ -220,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = _rows(corpora, measurements)
         print()
         print(format_table(rows))
-        print(f"results: {_save(args.results_dir, info, rows, measurements)}")
+        print(f"results: {_save(args.results_dir, info, rows, measurements, quick=args.quick)}")
         failed = not all(m.ok for m in measurements)
         if failed:
             print("FAIL: some instances were not stored or a run failed; logs kept in", work_dir)

@@ -105,5 +105,6 @@ def send_corpus(corpus: Corpus, associations: int, endpoint: Endpoint, log_dir: 
                 process.wait()
     for process, log_path in zip(processes, logs, strict=True):
         if process.returncode != 0:
-            raise BenchError(f"storescu exited with {process.returncode}:\n{log_tail(log_path)}")
+            output = log_tail(log_path) or "(no output: a C-STORE was probably refused)"
+            raise BenchError(f"storescu exited with {process.returncode}: {output}")
     return SendResult(seconds=seconds, processes=len(processes))

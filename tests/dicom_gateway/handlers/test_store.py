@@ -15,7 +15,7 @@ from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 
 from dicom_gateway.handlers.store import STORE_STATUSES
 from teleconsult.domain.studies import StudyQuery
-from tests.dicom_gateway.conftest import RunningGateway
+from tests.conftest import RunningGateway
 from tests.factories import CT_IMAGE, TWELVE_LEAD_ECG, US_IMAGE, make_ecg, make_image, part10
 
 
