@@ -96,14 +96,19 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     store = _open_store(settings)
     gateway = None
+
+    def _stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(0)
+
+    # uvicorn restores these handlers after its own shutdown and re-raises
+    # the signal: ours then unwinds through the finally below.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         if not args.no_dicom:
             gateway = start_gateway(settings, store)
         if args.no_http:
-            stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            signal.signal(signal.SIGINT, lambda *_: stop.set())
-            stop.wait()
+            threading.Event().wait()
         else:
             app = create_app(settings, store)
             config = uvicorn.Config(
@@ -115,6 +120,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         if gateway is not None:
             gateway.shutdown()
         store.close()
+        logger.info("stopped")
     return 0
 
 

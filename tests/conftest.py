@@ -29,11 +29,12 @@ TEST_DATABASE_URL = os.environ.get("TELECONSULT_TEST_DATABASE_URL")
 
 
 @pytest.fixture(autouse=True)
-def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never see the developer's TELECONSULT_* settings."""
+def _clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never see the developer's TELECONSULT_* settings or a .env file."""
     for name in list(os.environ):
         if name.startswith("TELECONSULT_"):
             monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 def require_tool(name: str) -> str:

@@ -93,7 +93,7 @@ def test_storescu_stores_chinese_names_intact(gateway: RunningGateway, tmp_path:
 
     assert result.returncode == 0, result.stderr
     assert gateway.store.index.counts()["instances"] == len(expected)
-    for sop_instance_uid, (charset, name) in expected.items():
+    for sop_instance_uid, (charset, _name) in expected.items():
         record = gateway.store.index.instance(sop_instance_uid)
         assert record is not None, f"{charset} instance missing"
         assert record.calling_ae_title == "STORESCU"
