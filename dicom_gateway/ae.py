@@ -10,7 +10,6 @@ pynetdicom answers "local limit exceeded" (transient), so a device retries.
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,12 @@ from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_gateway.handlers.echo import handle_echo
+from dicom_gateway.handlers.find import handle_find
+from dicom_gateway.handlers.get import handle_get
+from dicom_gateway.handlers.move import handle_move
 from dicom_gateway.handlers.store import handle_store
+from dicom_gateway.query import QUERY_RETRIEVE_SOP_CLASSES
+from dicom_gateway.sockets import set_no_delay
 from dicom_gateway.sop_classes import (
     STORAGE_SOP_CLASSES,
     TRANSFER_SYNTAXES,
@@ -49,22 +53,19 @@ class GatewayContext:
     settings: Settings
     store: InstanceStore
 
+    def query_scope(self, calling_ae_title: str) -> list[str] | None:
+        """Organisations whose studies a peer may query and retrieve (None: all).
+
+        Every configured peer sees the whole index for now; per-organisation
+        scopes follow the organisation hierarchy.
+        """
+        return None
+
     def organisation_of(self, calling_ae_title: str) -> str:
         peer = self.settings.peer(calling_ae_title)
         if peer is not None:
             return peer.organisation
         return self.settings.dicom_unknown_organisation
-
-
-def _set_no_delay(event: Event) -> None:
-    # pynetdicom leaves Nagle on: without this every small PDU round trip can
-    # wait ~40 ms on the peer's delayed ACK.
-    sock = getattr(event.assoc.dul.socket, "socket", None)
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            logger.debug("could not set TCP_NODELAY", exc_info=True)
 
 
 def _reject(assoc: Any, diagnostic: int) -> None:
@@ -108,8 +109,12 @@ def build_ae(settings: Settings) -> AE:
     ae.dimse_timeout = settings.dicom_dimse_timeout
     ae.network_timeout = settings.dicom_network_timeout
     ae.add_supported_context(VERIFICATION_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
+    for sop_class_uid in QUERY_RETRIEVE_SOP_CLASSES:
+        ae.add_supported_context(sop_class_uid, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
     for sop_class_uid in STORAGE_SOP_CLASSES:
-        ae.add_supported_context(sop_class_uid, list(TRANSFER_SYNTAXES))
+        # Roles: a requestor may be the SCU (C-STORE to us) or, with role
+        # selection, the SCP (it receives C-GET sub-operations from us).
+        ae.add_supported_context(sop_class_uid, list(TRANSFER_SYNTAXES), scu_role=True, scp_role=True)
     return ae
 
 
@@ -120,10 +125,13 @@ def start_gateway(
     context = GatewayContext(settings=settings, store=store)
     ae = build_ae(settings)
     handlers: list[Any] = [
-        (evt.EVT_CONN_OPEN, _set_no_delay),
+        (evt.EVT_CONN_OPEN, set_no_delay),
         (evt.EVT_REQUESTED, _handle_requested, [context]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [context]),
+        (evt.EVT_C_FIND, handle_find, [context]),
+        (evt.EVT_C_MOVE, handle_move, [context]),
+        (evt.EVT_C_GET, handle_get, [context]),
     ]
     address = (
         host if host is not None else settings.dicom_host,

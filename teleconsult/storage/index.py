@@ -17,14 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Engine,
     Select,
@@ -32,7 +31,6 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    or_,
     select,
     update,
 )
@@ -47,9 +45,10 @@ from teleconsult.domain.studies import (
     StudyRecord,
 )
 from teleconsult.errors import IndexUnavailableError
+from teleconsult.storage.matching import build_query
 from teleconsult.storage.tables import Instance, InstanceVersion, Patient, Series, Study
 
-__all__ = ["Index", "IndexResult", "IndexedFile", "normalise_database_url", "wildcard_to_like"]
+__all__ = ["Index", "IndexResult", "IndexedFile", "normalise_database_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,58 +65,6 @@ def normalise_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
-
-
-def wildcard_to_like(value: str) -> str:
-    """A DICOM wildcard value (``*``, ``?``) as a SQL LIKE pattern with ``\\`` escapes."""
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
-
-
-def _has_wildcard(value: str) -> bool:
-    return "*" in value or "?" in value
-
-
-def _match_text(column: Any, value: str) -> ColumnElement[bool]:
-    if _has_wildcard(value):
-        return column.like(wildcard_to_like(value), escape="\\")
-    return column == value  # type: ignore[no-any-return]
-
-
-def _match_date(column: Any, value: str) -> ColumnElement[bool]:
-    if "-" in value:
-        low, _, high = value.partition("-")
-        conditions = []
-        if low:
-            conditions.append(column >= low.strip())
-        if high:
-            conditions.append(column <= high.strip())
-        conditions.append(column != "")
-        return and_(*conditions)
-    return column == value.strip()  # type: ignore[no-any-return]
-
-
-def _match_person_name(value: str) -> ColumnElement[bool]:
-    """A PN query matches any of the three component groups, case-insensitively.
-
-    A query with ``=`` is matched group by group. Devices that send Chinese
-    in the first (alphabetic) group are found by a Chinese query too.
-    """
-    columns = (
-        _patients.c.patient_name_alphabetic,
-        _patients.c.patient_name_ideographic,
-        _patients.c.patient_name_phonetic,
-    )
-    if "=" in value:
-        parts = value.split("=")
-        conditions = [
-            _match_text(func.upper(column), part.upper())
-            for column, part in zip(columns, parts, strict=False)
-            if part and part != "*"
-        ]
-        return and_(*conditions) if conditions else _patients.c.pk.is_not(None)
-    pattern = value.upper()
-    return or_(*(_match_text(func.upper(column), pattern) for column in columns))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +134,19 @@ class Index:
             if lock is not None:
                 lock.release()
 
-    def put_instance(self, attrs: InstanceAttributes, stored: IndexedFile) -> IndexResult:
-        """Index one instance whose file is already durable; commit before returning."""
+    def put_instance(
+        self,
+        attrs: InstanceAttributes,
+        stored: IndexedFile,
+        *,
+        on_indexed: Callable[[Connection, InstanceAttributes, IndexedFile, IndexResult], None] | None = None,
+    ) -> IndexResult:
+        """Index one instance whose file is already durable; commit before returning.
+
+        ``on_indexed`` runs inside the same transaction when the instance is
+        new or replaced (never for a duplicate), so what it writes (the
+        forwarding queue's rows) commits or rolls back with the index row.
+        """
         now = datetime.now(UTC)
         with self._writing() as conn:
             current = conn.execute(
@@ -221,7 +179,10 @@ class Index:
                     .returning(_instances.c.pk)
                 ).first()
                 if inserted is not None:
-                    return IndexResult(StoreOutcome.STORED, 1)
+                    result = IndexResult(StoreOutcome.STORED, 1)
+                    if on_indexed is not None:
+                        on_indexed(conn, attrs, stored, result)
+                    return result
                 # Another association stored the same SOP instance just now.
                 current = conn.execute(
                     select(_instances.c.pk, _instances.c.sha256, _instances.c.version)
@@ -257,7 +218,10 @@ class Index:
                 version,
                 previous.version,
             )
-            return IndexResult(StoreOutcome.REPLACED, version)
+            result = IndexResult(StoreOutcome.REPLACED, version)
+            if on_indexed is not None:
+                on_indexed(conn, attrs, stored, result)
+            return result
 
     def _ensure_series(
         self, conn: Connection, attrs: InstanceAttributes, stored: IndexedFile, now: datetime
@@ -423,48 +387,62 @@ class Index:
         return result
 
     def find_studies(self, query: StudyQuery) -> list[StudyRecord]:
-        series_count = (
-            select(func.count(_series.c.pk)).where(_series.c.study_pk == _studies.c.pk).scalar_subquery()
+        """Studies matching ``query``, newest first (matching as C-FIND's)."""
+        keys = {
+            "PatientName": query.patient_name,
+            "PatientID": query.patient_id,
+            "StudyDate": query.study_date,
+            "AccessionNumber": query.accession_number,
+            "ModalitiesInStudy": query.modality,
+            "StudyDescription": query.study_description,
+            "StudyInstanceUID": "\\".join(query.study_instance_uids),
+        }
+        rows = self.query(
+            "STUDY",
+            keys,
+            return_keys=["NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"],
+            organisations=query.source_organisations,
+            limit=query.limit,
+            offset=query.offset,
         )
-        instance_count = (
-            select(func.count(_instances.c.pk))
-            .select_from(_instances.join(_series, _instances.c.series_pk == _series.c.pk))
-            .where(_series.c.study_pk == _studies.c.pk)
-            .scalar_subquery()
-        )
-        stmt: Select[Any] = select(
-            _studies, _patients, series_count.label("n_series"), instance_count.label("n_instances")
-        ).select_from(_studies.join(_patients, _studies.c.patient_pk == _patients.c.pk))
-        for condition in _study_conditions(query):
-            stmt = stmt.where(condition)
-        stmt = stmt.order_by(_studies.c.study_date.desc(), _studies.c.study_time.desc(), _studies.c.pk)
-        if query.limit is not None:
-            stmt = stmt.limit(query.limit)
-        if query.offset:
-            stmt = stmt.offset(query.offset)
-        with self._read() as conn:
-            rows = conn.execute(stmt).mappings().all()
         return [
             StudyRecord(
-                study_instance_uid=row["study_instance_uid"],
-                patient_id=row["patient_id"],
-                issuer_of_patient_id=row["issuer_of_patient_id"],
-                patient_name=row["patient_name"],
-                patient_birth_date=row["patient_birth_date"],
-                patient_sex=row["patient_sex"],
-                study_date=row["study_date"],
-                study_time=row["study_time"],
-                accession_number=row["accession_number"],
-                study_description=row["study_description"],
-                referring_physician_name=row["referring_physician_name"],
-                institution_name=row["institution_name"],
-                modalities_in_study=tuple(filter(None, row["modalities_in_study"].split("\\"))),
-                source_organisation=row[_studies.c.source_organisation],
-                number_of_series=row["n_series"],
-                number_of_instances=row["n_instances"],
+                study_instance_uid=row["StudyInstanceUID"],
+                patient_id=row["PatientID"],
+                issuer_of_patient_id=row["IssuerOfPatientID"],
+                patient_name=row["PatientName"],
+                patient_birth_date=row["PatientBirthDate"],
+                patient_sex=row["PatientSex"],
+                study_date=row["StudyDate"],
+                study_time=row["StudyTime"],
+                accession_number=row["AccessionNumber"],
+                study_description=row["StudyDescription"],
+                referring_physician_name=row["ReferringPhysicianName"],
+                institution_name=row["InstitutionName"],
+                modalities_in_study=tuple(filter(None, row["ModalitiesInStudy"].split("\\"))),
+                source_organisation=row["_source_organisation"],
+                number_of_series=row["NumberOfStudyRelatedSeries"],
+                number_of_instances=row["NumberOfStudyRelatedInstances"],
             )
             for row in rows
         ]
+
+    def query(
+        self,
+        level: str,
+        keys: Mapping[str, str],
+        *,
+        return_keys: Sequence[str] = (),
+        organisations: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Rows of DICOM keyword -> value matching ``keys`` at ``level`` (see matching.py)."""
+        stmt = build_query(
+            level, keys, return_keys=return_keys, organisations=organisations, limit=limit, offset=offset
+        )
+        with self._read() as conn:
+            return [dict(row) for row in conn.execute(stmt).mappings()]
 
     def counts(self) -> dict[str, int]:
         with self._read() as conn:
@@ -477,33 +455,6 @@ class Index:
                     ("instances", _instances),
                 )
             }
-
-
-def _study_conditions(query: StudyQuery) -> Sequence[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    if query.patient_name and query.patient_name != "*":
-        conditions.append(_match_person_name(query.patient_name))
-    if query.patient_id and query.patient_id != "*":
-        conditions.append(_match_text(_patients.c.patient_id, query.patient_id))
-    if query.study_date:
-        conditions.append(_match_date(_studies.c.study_date, query.study_date))
-    if query.accession_number and query.accession_number != "*":
-        conditions.append(_match_text(_studies.c.accession_number, query.accession_number))
-    if query.study_description and query.study_description != "*":
-        conditions.append(
-            _match_text(func.upper(_studies.c.study_description), query.study_description.upper())
-        )
-    if query.modality and query.modality != "*":
-        conditions.append(
-            _studies.c.pk.in_(
-                select(_series.c.study_pk).where(_match_text(_series.c.modality, query.modality))
-            )
-        )
-    if query.study_instance_uids:
-        conditions.append(_studies.c.study_instance_uid.in_(query.study_instance_uids))
-    if query.source_organisations is not None:
-        conditions.append(_studies.c.source_organisation.in_(query.source_organisations))
-    return conditions
 
 
 def _instance_select() -> Select[Any]:

@@ -1,0 +1,66 @@
+"""What C-MOVE and C-GET share: selecting instances and reading them for sending."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from dicom_gateway.query import QueryError, parse_identifier
+from teleconsult.errors import TeleconsultError
+
+if TYPE_CHECKING:
+    from pynetdicom.events import Event
+
+    from dicom_gateway.ae import GatewayContext
+
+__all__ = ["RetrieveError", "select_instances", "stored_datasets"]
+
+logger = logging.getLogger(__name__)
+
+
+class RetrieveError(Exception):
+    def __init__(self, status: int, comment: str) -> None:
+        super().__init__(comment)
+        self.status = status
+        self.comment = comment[:64]
+
+
+def select_instances(event: Event, context: GatewayContext) -> list[dict[str, Any]]:
+    """The IMAGE-level rows the retrieve identifier names, within the caller's scope."""
+    try:
+        request = parse_identifier(event.identifier, str(event.request.AffectedSOPClassUID), retrieve=True)
+    except QueryError as exc:
+        raise RetrieveError(exc.status, exc.comment) from exc
+    try:
+        return context.store.index.query(
+            "IMAGE",
+            request.retrieve_keys(),
+            organisations=context.query_scope(event.assoc.requestor.ae_title),
+        )
+    except TeleconsultError as exc:
+        raise RetrieveError(0xA701, exc.comment) from exc
+
+
+def stored_datasets(
+    event: Event, context: GatewayContext, rows: list[dict[str, Any]]
+) -> Iterator[tuple[int, Dataset | None]]:
+    """(0xFF00, dataset) per instance, read from the store one at a time.
+
+    A file that cannot be read is skipped with a logged error; pynetdicom
+    counts it as a failed sub-operation.
+    """
+    for row in rows:
+        if event.is_cancelled:
+            yield 0xFE00, None
+            return
+        try:
+            ds = dcmread(context.store.files.path(row["_file_key"]))
+        except Exception:
+            logger.exception("stored file of %s cannot be read", row["SOPInstanceUID"])
+            yield 0xFF00, Dataset()  # counted as failed by pynetdicom
+            continue
+        yield 0xFF00, ds

@@ -1,0 +1,310 @@
+"""DICOM attribute matching over the index, shared by C-FIND and QIDO-RS.
+
+A query names a level (PATIENT, STUDY, SERIES, IMAGE) and gives matching keys
+as DICOM keyword -> string value, exactly as they appear in a C-FIND
+identifier or a QIDO-RS query string. Matching follows PS3.4 C.2.2.2:
+
+- empty value: universal matching (the key is only returned);
+- ``*`` and ``?``: wildcard matching;
+- ``A-B``, ``A-``, ``-B`` on dates and times: range matching;
+- ``uid1\\uid2``: list of UID matching (and a value list for CS keys such as
+  Modality and ModalitiesInStudy);
+- anything else: single value matching.
+
+Person names match case-insensitively in any component group (alphabetic,
+ideographic, phonetic), so "王*" finds a name sent in GB18030 or UTF-8 in
+either group. Keys of the query level and the levels above it are matched;
+keys of lower levels are ignored (hierarchical query). Keys teleconsult
+does not index are returned empty, as PS3.4 allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, FromClause, Select, and_, func, or_, select
+from sqlalchemy.sql.elements import Label
+
+from teleconsult.storage.tables import Instance, Patient, Series, Study
+
+__all__ = ["ATTRIBUTES", "AttributeKind", "Level", "build_query", "supported_keywords", "wildcard_to_like"]
+
+_patients = Patient.__table__
+_studies = Study.__table__
+_series = Series.__table__
+_instances = Instance.__table__
+
+
+class Level(StrEnum):
+    PATIENT = "PATIENT"
+    STUDY = "STUDY"
+    SERIES = "SERIES"
+    IMAGE = "IMAGE"
+
+    @property
+    def depth(self) -> int:
+        return _DEPTH[self]
+
+
+_DEPTH = {Level.PATIENT: 0, Level.STUDY: 1, Level.SERIES: 2, Level.IMAGE: 3}
+
+
+class AttributeKind(StrEnum):
+    TEXT = "text"  # LO, SH, CS: case-sensitive, wildcards
+    TEXT_CI = "text_ci"  # descriptions: case-insensitive
+    UID = "uid"  # list of UID matching, no wildcards
+    CODE = "code"  # CS with value lists (Modality)
+    DATE = "date"
+    TIME = "time"
+    PERSON_NAME = "pn"
+    INTEGER = "int"
+    MODALITIES = "modalities"  # ModalitiesInStudy
+    COUNT = "count"  # computed, return only
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    keyword: str
+    level: Level
+    kind: AttributeKind
+    column: Any = None
+
+
+ATTRIBUTES: dict[str, Attribute] = {
+    a.keyword: a
+    for a in (
+        Attribute("PatientName", Level.PATIENT, AttributeKind.PERSON_NAME, _patients.c.patient_name),
+        Attribute("PatientID", Level.PATIENT, AttributeKind.TEXT, _patients.c.patient_id),
+        Attribute("IssuerOfPatientID", Level.PATIENT, AttributeKind.TEXT, _patients.c.issuer_of_patient_id),
+        Attribute("PatientBirthDate", Level.PATIENT, AttributeKind.DATE, _patients.c.patient_birth_date),
+        Attribute("PatientSex", Level.PATIENT, AttributeKind.CODE, _patients.c.patient_sex),
+        Attribute("NumberOfPatientRelatedStudies", Level.PATIENT, AttributeKind.COUNT),
+        Attribute("NumberOfPatientRelatedSeries", Level.PATIENT, AttributeKind.COUNT),
+        Attribute("NumberOfPatientRelatedInstances", Level.PATIENT, AttributeKind.COUNT),
+        Attribute("StudyInstanceUID", Level.STUDY, AttributeKind.UID, _studies.c.study_instance_uid),
+        Attribute("StudyDate", Level.STUDY, AttributeKind.DATE, _studies.c.study_date),
+        Attribute("StudyTime", Level.STUDY, AttributeKind.TIME, _studies.c.study_time),
+        Attribute("AccessionNumber", Level.STUDY, AttributeKind.TEXT, _studies.c.accession_number),
+        Attribute("StudyID", Level.STUDY, AttributeKind.TEXT, _studies.c.study_id),
+        Attribute("StudyDescription", Level.STUDY, AttributeKind.TEXT_CI, _studies.c.study_description),
+        Attribute(
+            "ReferringPhysicianName",
+            Level.STUDY,
+            AttributeKind.TEXT_CI,
+            _studies.c.referring_physician_name,
+        ),
+        Attribute("InstitutionName", Level.STUDY, AttributeKind.TEXT_CI, _studies.c.institution_name),
+        Attribute("ModalitiesInStudy", Level.STUDY, AttributeKind.MODALITIES, _studies.c.modalities_in_study),
+        Attribute("NumberOfStudyRelatedSeries", Level.STUDY, AttributeKind.COUNT),
+        Attribute("NumberOfStudyRelatedInstances", Level.STUDY, AttributeKind.COUNT),
+        Attribute("SeriesInstanceUID", Level.SERIES, AttributeKind.UID, _series.c.series_instance_uid),
+        Attribute("Modality", Level.SERIES, AttributeKind.CODE, _series.c.modality),
+        Attribute("SeriesNumber", Level.SERIES, AttributeKind.INTEGER, _series.c.series_number),
+        Attribute("SeriesDescription", Level.SERIES, AttributeKind.TEXT_CI, _series.c.series_description),
+        Attribute("BodyPartExamined", Level.SERIES, AttributeKind.CODE, _series.c.body_part_examined),
+        Attribute("SeriesDate", Level.SERIES, AttributeKind.DATE, _series.c.series_date),
+        Attribute("SeriesTime", Level.SERIES, AttributeKind.TIME, _series.c.series_time),
+        Attribute("NumberOfSeriesRelatedInstances", Level.SERIES, AttributeKind.COUNT),
+        Attribute("SOPInstanceUID", Level.IMAGE, AttributeKind.UID, _instances.c.sop_instance_uid),
+        Attribute("SOPClassUID", Level.IMAGE, AttributeKind.UID, _instances.c.sop_class_uid),
+        Attribute("InstanceNumber", Level.IMAGE, AttributeKind.INTEGER, _instances.c.instance_number),
+        Attribute("NumberOfFrames", Level.IMAGE, AttributeKind.INTEGER, _instances.c.number_of_frames),
+        Attribute(
+            "AvailableTransferSyntaxUID", Level.IMAGE, AttributeKind.UID, _instances.c.transfer_syntax_uid
+        ),
+    )
+}
+
+# Unique key of each level: returned whenever that level is queried.
+UNIQUE_KEYS = {
+    Level.PATIENT: "PatientID",
+    Level.STUDY: "StudyInstanceUID",
+    Level.SERIES: "SeriesInstanceUID",
+    Level.IMAGE: "SOPInstanceUID",
+}
+
+
+def supported_keywords(level: Level) -> list[str]:
+    return [k for k, a in ATTRIBUTES.items() if a.level.depth <= level.depth]
+
+
+def wildcard_to_like(value: str) -> str:
+    """A DICOM wildcard value (``*``, ``?``) as a SQL LIKE pattern with ``\\`` escapes."""
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _has_wildcard(value: str) -> bool:
+    return "*" in value or "?" in value
+
+
+def _match_text(column: Any, value: str) -> ColumnElement[bool]:
+    if _has_wildcard(value):
+        return column.like(wildcard_to_like(value), escape="\\")  # type: ignore[no-any-return]
+    return column == value  # type: ignore[no-any-return]
+
+
+def _match_range(column: Any, value: str) -> ColumnElement[bool]:
+    if "-" not in value:
+        return column == value.strip()  # type: ignore[no-any-return]
+    low, _, high = value.partition("-")
+    conditions = [column != ""]
+    if low.strip():
+        conditions.append(column >= low.strip())
+    if high.strip():
+        # "-20261130" includes the whole last day or second: compare on the prefix.
+        conditions.append(func.substr(column, 1, len(high.strip())) <= high.strip())
+    return and_(*conditions)
+
+
+def _match_person_name(value: str) -> ColumnElement[bool]:
+    groups = (
+        _patients.c.patient_name_alphabetic,
+        _patients.c.patient_name_ideographic,
+        _patients.c.patient_name_phonetic,
+    )
+    if "=" in value:
+        parts = value.split("=")
+        conditions = [
+            _match_text(func.upper(column), part.upper())
+            for column, part in zip(groups, parts, strict=False)
+            if part and part != "*"
+        ]
+        return and_(*conditions) if conditions else _patients.c.pk.is_not(None)
+    pattern = value.upper()
+    return or_(*(_match_text(func.upper(column), pattern) for column in groups))
+
+
+def _condition(attribute: Attribute, value: str) -> ColumnElement[bool] | None:
+    value = value.strip()
+    if value in ("", "*") or attribute.kind is AttributeKind.COUNT:
+        return None
+    column = attribute.column
+    kind = attribute.kind
+    if kind is AttributeKind.PERSON_NAME:
+        return _match_person_name(value)
+    if kind is AttributeKind.UID:
+        uids = [uid.strip() for uid in value.split("\\") if uid.strip()]
+        return column.in_(uids) if len(uids) > 1 else column == uids[0]  # type: ignore[no-any-return]
+    if kind is AttributeKind.CODE:
+        codes = [code.strip() for code in value.split("\\") if code.strip()]
+        if len(codes) > 1:
+            return or_(*(_match_text(column, code) for code in codes))
+        return _match_text(column, codes[0])
+    if kind is AttributeKind.MODALITIES:
+        codes = [code.strip() for code in value.split("\\") if code.strip()]
+        return _studies.c.pk.in_(
+            select(_series.c.study_pk).where(or_(*(_match_text(_series.c.modality, code) for code in codes)))
+        )
+    if kind in (AttributeKind.DATE, AttributeKind.TIME):
+        return _match_range(column, value)
+    if kind is AttributeKind.INTEGER:
+        try:
+            return column == int(value)  # type: ignore[no-any-return]
+        except ValueError:
+            return column.is_(None) & column.is_not(None)  # matches nothing
+    if kind is AttributeKind.TEXT_CI:
+        return _match_text(func.upper(column), value.upper())
+    return _match_text(column, value)
+
+
+def _counts(level: Level, wanted: Iterable[str]) -> list[Label[Any]]:
+    labels: list[Label[Any]] = []
+    joined_instances = _instances.join(_series, _instances.c.series_pk == _series.c.pk)
+    for keyword in wanted:
+        if keyword == "NumberOfStudyRelatedSeries":
+            q = select(func.count()).select_from(_series).where(_series.c.study_pk == _studies.c.pk)
+        elif keyword == "NumberOfStudyRelatedInstances":
+            q = select(func.count()).select_from(joined_instances).where(_series.c.study_pk == _studies.c.pk)
+        elif keyword == "NumberOfSeriesRelatedInstances":
+            q = select(func.count()).select_from(_instances).where(_instances.c.series_pk == _series.c.pk)
+        elif keyword == "NumberOfPatientRelatedStudies":
+            q = select(func.count()).select_from(_studies).where(_studies.c.patient_pk == _patients.c.pk)
+        elif keyword == "NumberOfPatientRelatedSeries":
+            q = (
+                select(func.count())
+                .select_from(_series.join(_studies, _series.c.study_pk == _studies.c.pk))
+                .where(_studies.c.patient_pk == _patients.c.pk)
+            )
+        elif keyword == "NumberOfPatientRelatedInstances":
+            q = (
+                select(func.count())
+                .select_from(joined_instances.join(_studies, _series.c.study_pk == _studies.c.pk))
+                .where(_studies.c.patient_pk == _patients.c.pk)
+            )
+        else:
+            continue
+        if ATTRIBUTES[keyword].level.depth <= level.depth:
+            labels.append(q.scalar_subquery().label(keyword))
+    return labels
+
+
+def _from_clause(level: Level) -> FromClause:
+    clause: FromClause = _patients
+    if level.depth >= 1:
+        clause = clause.join(_studies, _studies.c.patient_pk == _patients.c.pk)
+    if level.depth >= 2:
+        clause = clause.join(_series, _series.c.study_pk == _studies.c.pk)
+    if level.depth >= 3:
+        clause = clause.join(_instances, _instances.c.series_pk == _series.c.pk)
+    return clause
+
+
+def build_query(
+    level: Level | str,
+    keys: Mapping[str, str],
+    *,
+    return_keys: Sequence[str] = (),
+    organisations: Sequence[str] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> Select[Any]:
+    """A SELECT whose rows map DICOM keywords to values for one level.
+
+    ``organisations`` restricts studies (and what is below them) to those
+    whose source organisation is listed; ``None`` means no restriction.
+    """
+    level = Level(level)
+    wanted = set(return_keys) | set(keys)
+    columns: list[Any] = [
+        attribute.column.label(keyword)
+        for keyword, attribute in ATTRIBUTES.items()
+        if attribute.column is not None and attribute.level.depth <= level.depth
+    ]
+    columns += _counts(level, wanted)
+    if level.depth >= 1:
+        columns.append(_studies.c.source_organisation.label("_source_organisation"))
+    if level.depth >= 3:
+        columns.append(_instances.c.file_key.label("_file_key"))
+    stmt = select(*columns).select_from(_from_clause(level))
+    for keyword, value in keys.items():
+        attribute = ATTRIBUTES.get(keyword)
+        if attribute is None or attribute.level.depth > level.depth:
+            continue
+        condition = _condition(attribute, value)
+        if condition is not None:
+            stmt = stmt.where(condition)
+    if organisations is not None:
+        if level is Level.PATIENT:
+            stmt = stmt.where(
+                _patients.c.pk.in_(
+                    select(_studies.c.patient_pk).where(_studies.c.source_organisation.in_(organisations))
+                )
+            )
+        else:
+            stmt = stmt.where(_studies.c.source_organisation.in_(organisations))
+    order = {
+        Level.PATIENT: [_patients.c.pk],
+        Level.STUDY: [_studies.c.study_date.desc(), _studies.c.study_time.desc(), _studies.c.pk],
+        Level.SERIES: [_series.c.series_number, _series.c.pk],
+        Level.IMAGE: [_instances.c.instance_number, _instances.c.pk],
+    }[level]
+    stmt = stmt.order_by(*order)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
+    return stmt
