@@ -10,17 +10,22 @@ pynetdicom answers "local limit exceeded" (transient), so a device retries.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy.exc import SQLAlchemyError
 
+from dicom_gateway.audit import DicomAuditor
+from dicom_gateway.handlers.commitment import STORAGE_COMMITMENT_PUSH_MODEL, handle_n_action
 from dicom_gateway.handlers.echo import handle_echo
-from dicom_gateway.handlers.find import handle_find
 from dicom_gateway.handlers.get import handle_get
 from dicom_gateway.handlers.move import handle_move
 from dicom_gateway.handlers.store import handle_store
+from dicom_gateway.handlers.worklist import MODALITY_WORKLIST_FIND, dispatch_find
 from dicom_gateway.query import QUERY_RETRIEVE_SOP_CLASSES
 from dicom_gateway.sockets import set_no_delay
 from dicom_gateway.sop_classes import (
@@ -30,6 +35,9 @@ from dicom_gateway.sop_classes import (
     VERIFICATION_SOP_CLASS,
 )
 from teleconsult.config import Settings
+from teleconsult.domain.identity import descendants
+from teleconsult.errors import IndexUnavailableError
+from teleconsult.storage.identity import IdentityStore
 from teleconsult.storage.store import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, InstanceStore
 
 if TYPE_CHECKING:
@@ -52,14 +60,46 @@ class GatewayContext:
 
     settings: Settings
     store: InstanceStore
+    # How long the organisation tree is reused: a C-FIND must not reread it,
+    # and a new township reaches the gateway's scopes within this time.
+    scope_cache_seconds: float = 30.0
+    _tree: tuple[float, dict[str, str | None]] | None = field(default=None, init=False, repr=False)
+    _tree_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def query_scope(self, calling_ae_title: str) -> list[str] | None:
-        """Organisations whose studies a peer may query and retrieve (None: all).
+    def query_scope(self, calling_ae_title: str) -> list[str]:
+        """Organisations whose studies a peer may query and retrieve.
 
-        Every configured peer sees the whole index for now; per-organisation
-        scopes follow the organisation hierarchy.
+        A configured peer sees its organisation and every organisation below
+        it in the organisation tree (``teleconsult org add``): a township PACS
+        its township and villages, the county PACS the whole county. An
+        organisation code missing from the tree scopes to itself only. An
+        unknown AE title (accepted only in open mode) sees nothing: it proved
+        no identity, and every unknown device shares one organisation.
+
+        Raises
+        ------
+        IndexUnavailableError
+            The organisation tree cannot be read (the handlers answer A700/A701).
         """
-        return None
+        peer = self.settings.peer(calling_ae_title)
+        if peer is None:
+            return []
+        return sorted(descendants(peer.organisation, self._organisation_tree()))
+
+    def _organisation_tree(self) -> dict[str, str | None]:
+        now = time.monotonic()
+        with self._tree_lock:
+            if self._tree is not None and now - self._tree[0] < self.scope_cache_seconds:
+                return self._tree[1]
+            try:
+                tree = IdentityStore(self.store.index.engine).organisation_tree()
+            except SQLAlchemyError as exc:
+                raise IndexUnavailableError(
+                    "the organisation tree cannot be read, so no query scope is known",
+                    comment="Index unavailable; retry later",
+                ) from exc
+            self._tree = (now, tree)
+            return tree
 
     def organisation_of(self, calling_ae_title: str) -> str:
         peer = self.settings.peer(calling_ae_title)
@@ -111,6 +151,12 @@ def build_ae(settings: Settings) -> AE:
     ae.add_supported_context(VERIFICATION_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
     for sop_class_uid in QUERY_RETRIEVE_SOP_CLASSES:
         ae.add_supported_context(sop_class_uid, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
+    ae.add_supported_context(MODALITY_WORKLIST_FIND, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
+    # Both roles: PS3.4 J.2.1 makes role selection mandatory for Storage
+    # Commitment, and the report may come back on the requesting association.
+    ae.add_supported_context(
+        STORAGE_COMMITMENT_PUSH_MODEL, list(UNCOMPRESSED_TRANSFER_SYNTAXES), scu_role=True, scp_role=True
+    )
     for sop_class_uid in STORAGE_SOP_CLASSES:
         # Roles: a requestor may be the SCU (C-STORE to us) or, with role
         # selection, the SCP (it receives C-GET sub-operations from us).
@@ -129,9 +175,11 @@ def start_gateway(
         (evt.EVT_REQUESTED, _handle_requested, [context]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [context]),
-        (evt.EVT_C_FIND, handle_find, [context]),
+        (evt.EVT_C_FIND, dispatch_find, [context]),  # Query/Retrieve and Modality Worklist
         (evt.EVT_C_MOVE, handle_move, [context]),
         (evt.EVT_C_GET, handle_get, [context]),
+        (evt.EVT_N_ACTION, handle_n_action, [context]),
+        *DicomAuditor(context).handlers(),  # notification handlers only: who asked for what
     ]
     address = (
         host if host is not None else settings.dicom_host,

@@ -17,9 +17,11 @@ from pydantic import ValidationError
 
 from teleconsult import __version__
 from teleconsult.config import Settings, settings_help
+from teleconsult.domain.identity import Role
 from teleconsult.domain.studies import StudyQuery
 from teleconsult.errors import TeleconsultError
 from teleconsult.log import configure_logging
+from teleconsult.storage.outbox import ForwardStatus
 from teleconsult.storage.store import InstanceStore
 
 __all__ = ["main"]
@@ -69,9 +71,82 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("output", type=Path)
     export.add_argument("--version", type=int, dest="version_number", help="default: the current one")
 
+    org = commands.add_parser("org", help="organisations of the medical community")
+    org_commands = org.add_subparsers(dest="org_command", metavar="ACTION", required=True)
+    org_add = org_commands.add_parser("add", help="add an organisation")
+    org_add.add_argument("code", help="e.g. COUNTY, TOWN01")
+    org_add.add_argument("--name", required=True)
+    org_add.add_argument("--parent", help="code of the organisation above it")
+    org_commands.add_parser("list", help="list organisations")
+
+    user = commands.add_parser("user", help="user accounts")
+    user_commands = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    user_add = user_commands.add_parser("add", help="add a user")
+    user_add.add_argument("username")
+    user_add.add_argument("--password", required=True, help="at least 8 characters")
+    user_add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    user_add.add_argument("--org", required=True, help="organisation code")
+    user_add.add_argument("--display-name", default="")
+    user_commands.add_parser("list", help="list users")
+    for action in ("disable", "enable"):
+        toggle = user_commands.add_parser(action, help=f"{action} a user (disabling revokes their tokens)")
+        toggle.add_argument("username")
+
     store = commands.add_parser("store", help="the file store")
     store_commands = store.add_subparsers(dest="store_command", metavar="ACTION", required=True)
     store_commands.add_parser("check", help="verify every indexed file against its SHA-256")
+
+    forward = commands.add_parser("forward", help="the forwarding queue (C-STORE to PACS)")
+    forward_commands = forward.add_subparsers(dest="forward_command", metavar="ACTION", required=True)
+    forward_list = forward_commands.add_parser("list", help="queue rows and their state, newest first")
+    forward_list.add_argument("--status", choices=[status.value for status in ForwardStatus])
+    forward_list.add_argument("--limit", type=int, default=100, help="0 = every row")
+    forward_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    forward_retry = forward_commands.add_parser(
+        "retry", help="send failed rows again, or make the given rows due now"
+    )
+    forward_retry.add_argument("--all-failed", action="store_true", help="every failed row")
+    forward_retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="row ids from `forward list`")
+    worklist = commands.add_parser("worklist", help="the modality worklist devices fetch patients from")
+    worklist_commands = worklist.add_subparsers(dest="worklist_command", metavar="ACTION", required=True)
+    worklist_add = worklist_commands.add_parser("add", help="schedule a procedure step for a device")
+    worklist_add.add_argument("--patient-id", required=True)
+    worklist_add.add_argument(
+        "--patient-name", required=True, help="e.g. '王^小明' or 'Wang^XiaoMing=王^小明'"
+    )
+    worklist_add.add_argument("--birth-date", default="", help="YYYYMMDD")
+    worklist_add.add_argument("--sex", default="", help="M, F or O")
+    worklist_add.add_argument("--accession-number", required=True)
+    worklist_add.add_argument("--modality", required=True, help="e.g. US, DX, ECG")
+    worklist_add.add_argument("--station-ae-title", required=True, help="AE title of the device")
+    worklist_add.add_argument(
+        "--scheduled-start", default=None, help="YYYYMMDDHHMMSS in local time (default: now)"
+    )
+    worklist_add.add_argument("--procedure-description", default="")
+    worklist_add.add_argument("--requested-procedure-id", default=None, help="default: the accession number")
+    worklist_add.add_argument(
+        "--organisation",
+        default="",
+        help="organisation of the patient ID (default: the station's, from peers)",
+    )
+    worklist_add.add_argument("--study-instance-uid", default=None, help="default: a new UID")
+    worklist_list = worklist_commands.add_parser("list", help="scheduled items, earliest first")
+    worklist_list.add_argument("--all", action="store_true", help="include cancelled items")
+    worklist_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    worklist_cancel = worklist_commands.add_parser("cancel", help="stop offering an item to devices")
+    worklist_cancel.add_argument("item_id", type=int, metavar="ID", help="item id from `worklist list`")
+    audit = commands.add_parser("audit", help="the audit trail (who accessed which patient's data)")
+    audit_commands = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    audit_commands.add_parser(
+        "verify", help="walk the hash chain; exit 1 and name the first event that does not follow"
+    )
+    audit_export = audit_commands.add_parser(
+        "export", help="write DICOM PS3.15 / IHE ATNA audit messages (XML) to stdout, oldest first"
+    )
+    for bound in ("since", "until"):
+        audit_export.add_argument(
+            f"--{bound}", help="ISO 8601, e.g. 2026-11-01 or 2026-11-01T08:00+08:00 (UTC without an offset)"
+        )
     return parser
 
 
@@ -92,10 +167,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from dicom_gateway.ae import start_gateway
+    from dicom_gateway.forwarder import Forwarder
     from teleconsult.api.app import create_app
 
     store = _open_store(settings)
     gateway = None
+    forwarder = None
 
     def _stop(signum: int, _frame: Any) -> None:
         raise SystemExit(0)
@@ -107,6 +184,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if not args.no_dicom:
             gateway = start_gateway(settings, store)
+            # The C-STORE SCU side: works the forwarding queue the store fills.
+            forwarder = Forwarder(settings, store)
+            forwarder.start()
         if args.no_http:
             threading.Event().wait()
         else:
@@ -117,6 +197,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             logger.info("HTTP API on http://%s:%d", settings.http_host, settings.http_port)
             uvicorn.Server(config).run()
     finally:
+        if forwarder is not None:
+            forwarder.stop()
         if gateway is not None:
             gateway.shutdown()
         store.close()
@@ -221,6 +303,194 @@ def _check(settings: Settings) -> int:
     return 1 if bad else 0
 
 
+def _identity(settings: Settings, args: argparse.Namespace) -> int:
+    from teleconsult.storage.identity import IdentityStore
+
+    store = _open_store(settings)
+    identity = IdentityStore(store.index.engine)
+    try:
+        if args.command == "org" and args.org_command == "add":
+            org = identity.add_organisation(args.code, args.name, args.parent)
+            print(f"added organisation {org.code}" + (f" under {org.parent_code}" if org.parent_code else ""))
+        elif args.command == "org":
+            for org in identity.organisations():
+                print(f"{org.code:16} {org.parent_code or '-':16} {org.name}")
+        elif args.user_command == "add":
+            user = identity.add_user(args.username, args.password, args.role, args.org, args.display_name)
+            print(f"added user {user.username} ({user.role.value}, {user.organisation})")
+        elif args.user_command == "list":
+            for account in identity.users():
+                state = " (disabled)" if account.disabled else ""
+                print(f"{account.username:24} {account.role.value:16} {account.organisation}{state}")
+        else:
+            identity.set_disabled(args.username, args.user_command == "disable")
+            print(f"{args.username} {args.user_command}d")
+    except ValueError as exc:
+        print(f"teleconsult: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
+
+
+def _forward(settings: Settings, args: argparse.Namespace) -> int:
+    store = _open_store(settings)
+    try:
+        outbox = store.outbox
+        if args.forward_command == "retry":
+            if args.all_failed == bool(args.ids):
+                print("teleconsult: give either --all-failed or row ids", file=sys.stderr)
+                return 2
+            changed = outbox.retry(None if args.all_failed else args.ids)
+            skipped = sorted(set(args.ids) - set(changed))
+            print(f"{len(changed)} rows will be sent again: {' '.join(map(str, changed)) or '-'}")
+            if skipped:
+                print(
+                    f"not changed (sent, being sent or unknown): {' '.join(map(str, skipped))}",
+                    file=sys.stderr,
+                )
+            return 0
+        entries = outbox.list_entries(status=args.status, limit=args.limit or None)
+        counts = outbox.counts()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([entry.as_json() for entry in entries], ensure_ascii=False, indent=2))
+        return 0
+    for entry in entries:
+        when = entry.sent_at if entry.status is ForwardStatus.SENT else entry.next_attempt_at
+        print(
+            f"{entry.pk:8}  {entry.status.value:8}  {entry.attempts:3}  {entry.destination_ae_title:16}  "
+            f"{entry.rule:16}  {when:%Y-%m-%d %H:%M:%S}  {entry.sop_instance_uid}"
+            + (
+                f"\n          {entry.last_error}"
+                if entry.last_error and entry.status is not ForwardStatus.SENT
+                else ""
+            )
+        )
+    print(", ".join(f"{count} {status}" for status, count in counts.items()), file=sys.stderr)
+    return 0
+
+
+def _worklist(settings: Settings, args: argparse.Namespace) -> int:
+    from teleconsult.storage.worklist import add_item, cancel_item, list_items
+
+    organisation = ""
+    if args.worklist_command == "add":
+        # Default: the organisation of the device the step is scheduled on.
+        station = settings.peer(args.station_ae_title)
+        organisation = args.organisation or (station.organisation if station is not None else "")
+        if not organisation:
+            print(
+                f"teleconsult: give --organisation: station {args.station_ae_title!r} is not in "
+                "TELECONSULT_DICOM_PEERS, so its organisation is unknown",
+                file=sys.stderr,
+            )
+            return 1
+    store = _open_store(settings)
+    try:
+        if args.worklist_command == "add":
+            item = add_item(
+                store.index,
+                patient_id=args.patient_id,
+                patient_name=args.patient_name,
+                patient_birth_date=args.birth_date,
+                patient_sex=args.sex or None,
+                accession_number=args.accession_number,
+                modality=args.modality,
+                scheduled_station_ae_title=args.station_ae_title,
+                scheduled_start=args.scheduled_start,
+                procedure_description=args.procedure_description,
+                requested_procedure_id=args.requested_procedure_id,
+                organisation=organisation,
+                study_instance_uid=args.study_instance_uid,
+                uid_root=settings.uid_root,
+            )
+            print(
+                f"worklist item {item.id} scheduled: accession {item.accession_number}, {item.modality} at "
+                f"{item.scheduled_station_ae_title} on {item.scheduled_start_date} "
+                f"{item.scheduled_start_time}, study {item.study_instance_uid}"
+            )
+            return 0
+        if args.worklist_command == "cancel":
+            item = cancel_item(store.index, args.item_id)
+            print(f"worklist item {item.id} cancelled")
+            return 0
+        items = list_items(store.index, include_cancelled=args.all)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([item.as_json() for item in items], ensure_ascii=False, indent=2))
+        return 0
+    for item in items:
+        print(
+            f"{item.id:6}  {item.status.value:9}  {item.scheduled_start_date} {item.scheduled_start_time}  "
+            f"{item.scheduled_station_ae_title:16}  {item.modality:4}  {item.accession_number:16}  "
+            f"{item.patient_id:16}  {item.patient_name}"
+        )
+    print(f"{len(items)} items", file=sys.stderr)
+    return 0
+
+
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    """``audit verify`` walks the chain; ``audit export`` writes ATNA XML and is itself recorded."""
+    import getpass
+    from datetime import datetime
+
+    from teleconsult.atna import write_audit_messages
+    from teleconsult.audit import AuditEvent, AuditLog, AuditOutcome, Interface
+
+    bounds: dict[str, datetime] = {}
+    for name in ("since", "until"):
+        text = getattr(args, name, None)
+        if text is None:
+            continue
+        try:
+            bounds[name] = datetime.fromisoformat(text)
+        except ValueError:
+            print(
+                f"teleconsult: --{name} {text!r} is not an ISO 8601 date or time "
+                "(e.g. 2026-11-01 or 2026-11-01T08:00+08:00)",
+                file=sys.stderr,
+            )
+            return 2
+    store = _open_store(settings)
+    audit = AuditLog(store.index.engine)
+    try:
+        if args.audit_command == "verify":
+            intact, checked, broken = audit.verify()
+            if not intact:
+                print(
+                    f"audit chain BROKEN at event {broken}: it does not follow from the {checked} events "
+                    "before it, so the trail was changed or rows were removed"
+                )
+                return 1
+            head = audit.head()
+            # The head, noted elsewhere now and then, also shows a trail cut at its end.
+            print(f"audit chain intact: {checked} events" + (f"; head {head[0]} {head[1]}" if head else ""))
+            return 0
+        count = write_audit_messages(audit.iter_events(**bounds), sys.stdout, source_id=settings.ae_title)
+        sys.stdout.flush()
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        described = ", ".join(f"{name} {value.isoformat()}" for name, value in bounds.items())
+        audit.record(
+            AuditEvent(
+                action="audit.export",
+                outcome=AuditOutcome.SUCCESS,
+                interface=Interface.CLI,
+                actor=f"os:{user}",
+                resource="teleconsult audit export",
+                detail=f"{count} events exported as ATNA XML" + (f"; {described}" if described else ""),
+            )
+        )
+    finally:
+        store.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -245,6 +515,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export(settings, args)
         if args.command == "store":
             return _check(settings)
+        if args.command == "forward":
+            return _forward(settings, args)
+        if args.command in ("org", "user"):
+            return _identity(settings, args)
+        if args.command == "worklist":
+            return _worklist(settings, args)
+        if args.command == "audit":
+            return _audit(settings, args)
     except TeleconsultError as exc:
         print(f"teleconsult: {exc.message}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["ENV_PREFIX", "DicomPeer", "Settings", "settings_help"]
+__all__ = ["ENV_PREFIX", "SOURCE_PACS", "DicomPeer", "ForwardRule", "Settings", "settings_help"]
 
 ENV_PREFIX = "TELECONSULT_"
 
@@ -47,11 +47,49 @@ class DicomPeer(BaseModel):
     host: str
     port: int = Field(ge=1, le=65535)
     organisation: str = Field(min_length=1, max_length=64)
+    pacs: bool = Field(
+        False,
+        description='Whether this is its organisation\'s PACS (what "source-pacs" in a forward rule means).',
+    )
 
     @field_validator("ae_title")
     @classmethod
     def _ae_title(cls, value: str) -> str:
         return _check_ae_title(value, "peer ae_title")
+
+
+# Destination of a forward rule meaning "the PACS peer of the instance's source
+# organisation": one rule returns every township's reports to its own PACS.
+SOURCE_PACS = "source-pacs"
+
+
+class ForwardRule(BaseModel):
+    """Which stored instances the forwarding queue sends to which peer.
+
+    An instance matches when its source organisation, modality and SOP class
+    are all listed (``modalities`` / ``sop_classes`` left out match any).
+    ``from_organisations`` has no default: forwarding patient data outside
+    the organisation that produced it must be asked for explicitly (``["*"]``
+    for every organisation).
+    """
+
+    name: str = Field(min_length=1, max_length=64)
+    from_organisations: list[str] = Field(min_length=1)
+    modalities: list[str] | None = None
+    sop_classes: list[str] | None = None
+    destination: str
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [modality.strip().upper() for modality in value]
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, value: str) -> str:
+        if value == SOURCE_PACS:
+            return value
+        return _check_ae_title(value, "forward rule destination")
 
 
 class Settings(BaseSettings):
@@ -88,6 +126,17 @@ class Settings(BaseSettings):
     # http
     http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     http_port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP API.")
+    http_max_upload_bytes: int = Field(
+        2 * 1024**3,
+        ge=1024,
+        description="Largest request body accepted (STOW-RS), in bytes; larger ones get 413.",
+    )
+    http_qido_max_results: int = Field(
+        10000,
+        ge=1,
+        le=1_000_000,
+        description="Most matches one QIDO-RS response returns; more are paged with limit/offset.",
+    )
 
     # dicom
     ae_title: str = Field("TELECONSULT", description="AE title of the DICOM gateway.")
@@ -128,6 +177,44 @@ class Settings(BaseSettings):
         description="Largest data set accepted in one C-STORE, in bytes.",
     )
 
+    # dicom forwarding (C-STORE SCU through the durable queue)
+    dicom_forward_rules: list[ForwardRule] = Field(
+        default_factory=list,
+        description=(
+            'JSON list of forward rules: [{"name": "county-pacs", "from_organisations": ["TOWN01"], '
+            '"modalities": ["SR", "DOC", "OT"], "destination": "COUNTYPACS"}]; destination is a peer '
+            'AE title or "source-pacs" (the peer marked "pacs": true of the source organisation).'
+        ),
+    )
+    dicom_forward_stable_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="A study is forwarded once no new instance of it arrived for this many seconds.",
+    )
+    dicom_forward_retry_base_seconds: float = Field(
+        10.0, gt=0, description="First retry delay after a failed forward; doubles with each attempt."
+    )
+    dicom_forward_max_retry_seconds: float = Field(
+        3600.0, gt=0, description="Longest delay between two forward attempts."
+    )
+    dicom_forward_max_attempts: int = Field(
+        0, ge=0, description="Attempts before a forward is marked failed (0 = retry forever)."
+    )
+    dicom_forward_workers: int = Field(
+        1, ge=1, le=32, description="Forwarding threads (each sends one study over one association)."
+    )
+
+    # identity
+    secret_key: str | None = Field(
+        None,
+        description=(
+            "Key that signs access tokens (32+ characters); unset = a random key kept in "
+            "<data_dir>/secret.key (every replica must share one key)."
+        ),
+    )
+    access_token_minutes: int = Field(15, ge=1, le=24 * 60, description="Lifetime of an access token.")
+    refresh_token_hours: int = Field(12, ge=1, le=24 * 30, description="Lifetime of a refresh token.")
+
     # log
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["text", "json"] = Field(
@@ -146,6 +233,13 @@ class Settings(BaseSettings):
     @classmethod
     def _ae_title(cls, value: str) -> str:
         return _check_ae_title(value, "TELECONSULT_AE_TITLE")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 32:
+            raise ValueError("TELECONSULT_SECRET_KEY must be at least 32 characters")
+        return value
 
     @field_validator("uid_root")
     @classmethod
@@ -168,6 +262,41 @@ class Settings(BaseSettings):
                     "twice; each peer needs its own AE title"
                 )
             seen.add(peer.ae_title)
+        return self
+
+    @model_validator(mode="after")
+    def _forward_rules_valid(self) -> Settings:
+        """Refuse at start-up a rule that could never deliver, rather than queueing forever."""
+        pacs_of: dict[str, str] = {}
+        for peer in self.dicom_peers:
+            if not peer.pacs:
+                continue
+            if peer.organisation in pacs_of:
+                raise ValueError(
+                    f"TELECONSULT_DICOM_PEERS marks both {pacs_of[peer.organisation]!r} and "
+                    f"{peer.ae_title!r} as the PACS of organisation {peer.organisation!r}; "
+                    'set "pacs": true on one of them'
+                )
+            pacs_of[peer.organisation] = peer.ae_title
+        names: set[str] = set()
+        for rule in self.dicom_forward_rules:
+            if rule.name in names:
+                raise ValueError(
+                    f"TELECONSULT_DICOM_FORWARD_RULES names two rules {rule.name!r}; give each its own name"
+                )
+            names.add(rule.name)
+            if rule.destination == SOURCE_PACS:
+                if not pacs_of:
+                    raise ValueError(
+                        f"TELECONSULT_DICOM_FORWARD_RULES rule {rule.name!r} sends to {SOURCE_PACS!r} but no "
+                        'peer in TELECONSULT_DICOM_PEERS is marked "pacs": true'
+                    )
+            elif self.peer(rule.destination) is None:
+                raise ValueError(
+                    f"TELECONSULT_DICOM_FORWARD_RULES rule {rule.name!r}: destination "
+                    f"{rule.destination!r} is not a configured peer; add it to "
+                    f"TELECONSULT_DICOM_PEERS or use {SOURCE_PACS!r}"
+                )
         return self
 
     @property

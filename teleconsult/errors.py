@@ -5,6 +5,9 @@
     │   ├── InvalidUIDError         a UID is missing or not a valid UID
     │   └── SOPClassMismatchError   data set and context disagree (A900 / 400)
     ├── NotFoundError               no such object (404)
+    ├── ConflictError               it exists already (409)
+    ├── AuthenticationError         no valid credentials (401)
+    ├── PermissionDeniedError       valid credentials without the right (403)
     ├── StorageFullError            the disk or a quota is full (A700 / 507)
     └── IndexUnavailableError       the SQL index cannot be reached (A700 / 503)
 
@@ -60,6 +63,21 @@ class SOPClassMismatchError(InvalidInstanceError):
 class NotFoundError(TeleconsultError):
     code = "not-found"
     http_status = 404
+
+
+class ConflictError(TeleconsultError):
+    code = "conflict"
+    http_status = 409
+
+
+class AuthenticationError(TeleconsultError):
+    code = "unauthenticated"
+    http_status = 401
+
+
+class PermissionDeniedError(TeleconsultError):
+    code = "forbidden"
+    http_status = 403
 
 
 class StorageFullError(TeleconsultError):

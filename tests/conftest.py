@@ -153,3 +153,57 @@ def start(make_settings, bus: EventBus) -> Iterator[Callable[..., RunningGateway
 @pytest.fixture
 def gateway(start: Callable[..., RunningGateway]) -> RunningGateway:
     return start()
+
+
+# -- the HTTP API with a small community: COUNTY > TOWN01, TOWN02 > VILLAGE21 --
+
+COMMUNITY = [
+    ("COUNTY", "County Hospital", None),
+    ("TOWN01", "Township 1", "COUNTY"),
+    ("TOWN02", "Township 2", "COUNTY"),
+    ("VILLAGE21", "Village 21", "TOWN02"),
+]
+PASSWORD = "correct-horse-battery"
+USERS = {
+    "specialist": ("specialist", "COUNTY"),
+    "admin": ("admin", "COUNTY"),
+    "sono1": ("sonographer", "TOWN01"),
+    "doctor1": ("township_doctor", "TOWN01"),
+    "sono2": ("sonographer", "TOWN02"),
+    "village": ("township_doctor", "VILLAGE21"),
+}
+
+
+@dataclass
+class ApiClient:
+    """A TestClient on a fresh app, and bearer headers for each test user."""
+
+    client: object
+    store: InstanceStore
+    settings: Settings
+
+    def token(self, username: str) -> str:
+        response = self.client.post(  # type: ignore[attr-defined]
+            "/api/auth/token", data={"username": username, "password": PASSWORD}
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+    def headers(self, username: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(username)}"}
+
+
+@pytest.fixture
+def api(app_settings: Settings, store: InstanceStore) -> Iterator[ApiClient]:
+    from fastapi.testclient import TestClient
+
+    from teleconsult.api.app import create_app
+    from teleconsult.storage.identity import IdentityStore
+
+    identity = IdentityStore(store.index.engine)
+    for code, name, parent in COMMUNITY:
+        identity.add_organisation(code, name, parent)
+    for username, (role, organisation) in USERS.items():
+        identity.add_user(username, PASSWORD, role, organisation)
+    with TestClient(create_app(app_settings, store)) as client:
+        yield ApiClient(client=client, store=store, settings=app_settings)

@@ -26,12 +26,34 @@ from types import FrameType
 from typing import NoReturn
 
 from bench.ingest.corpus import CLASS_NAMES, Corpus, ensure_corpus
+from bench.ingest.cpu import CpuUsage, snapshot, usage, wait_until_quiet
 from bench.ingest.receivers import BASELINE, RECEIVERS, TELECONSULT, receiver_session
-from bench.ingest.report import TARGET_RATIO, Row, environment, format_environment, format_table
+from bench.ingest.report import (
+    TARGET_RATIO,
+    Row,
+    environment,
+    format_environment,
+    format_table,
+    load_average,
+)
 from bench.ingest.send import send_corpus
 
 _HERE = Path(__file__).resolve().parent
 _ASSOCIATIONS = (1, 4)
+# A measurement where the rest of the machine used more than this many cores
+# on average is flagged: its figure says more about the neighbours than the receiver.
+_NOISY_OTHER_CORES = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How every measurement of one benchmark run is made."""
+
+    repeats: int
+    work_dir: Path
+    database_url: str | None
+    quiet_threshold: float
+    quiet_timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +69,20 @@ class Measurement:
     seconds: float | None
     processes: int
     error: str | None
+    busy_before: float
+    cpu: CpuUsage | None
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.stored == self.sent
+
+    def cores(self, seconds: float) -> float:
+        """CPU seconds as average cores over the measurement's wall time."""
+        return seconds / self.seconds if self.seconds else 0.0
+
+    @property
+    def noisy(self) -> bool:
+        return self.cpu is not None and self.cores(self.cpu.other) > _NOISY_OTHER_CORES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +109,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--results-dir", type=Path, default=_HERE / "results", help="where results JSON goes")
     parser.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=0.15,
+        help="before each measurement, wait until at most this share of all CPUs is busy (default 0.15)",
+    )
+    parser.add_argument(
+        "--quiet-timeout",
+        type=float,
+        default=30.0,
+        help="longest wait for a quiet machine per measurement, in seconds; 0 = never wait (default 30)",
+    )
+    parser.add_argument(
         "--check-target", action="store_true", help=f"also exit non-zero if a ratio is below {TARGET_RATIO}"
     )
     return parser
@@ -91,15 +135,22 @@ def _classes(text: str) -> list[str]:
 
 
 def _measure(
-    corpus: Corpus, associations: int, receiver: str, repeat: int, run_dir: Path, database_url: str | None
+    corpus: Corpus, associations: int, receiver: str, repeat: int, options: RunOptions
 ) -> Measurement:
-    """Start a fresh receiver, send the corpus, stop it and count what it stored."""
+    """Start a fresh receiver, wait for a quiet machine, send, stop it and count what it stored."""
     seconds: float | None = None
     processes = stored = 0
     error: str | None = None
+    busy = 0.0
+    cpu: CpuUsage | None = None
+    run_dir = options.work_dir / f"{corpus.name}-{associations}-{receiver}-{repeat}"
     try:
-        with receiver_session(receiver, run_dir, database_url) as session:
+        with receiver_session(receiver, run_dir, options.database_url) as session:
+            if options.quiet_timeout > 0:
+                busy = wait_until_quiet(options.quiet_threshold, options.quiet_timeout)
+            before = snapshot(session.process.pid)
             result = send_corpus(corpus, associations, session.endpoint, run_dir)
+            cpu = usage(before, snapshot(session.process.pid))
             seconds, processes = result.seconds, result.processes
             session.stop()
             stored = session.stored_count()
@@ -107,7 +158,17 @@ def _measure(
         traceback.print_exc()
         error = f"{type(exc).__name__}: {exc}"
     return Measurement(
-        corpus.name, associations, receiver, repeat, corpus.count, stored, seconds, processes, error
+        corpus.name,
+        associations,
+        receiver,
+        repeat,
+        corpus.count,
+        stored,
+        seconds,
+        processes,
+        error,
+        busy,
+        cpu,
     )
 
 
@@ -119,12 +180,16 @@ def _progress(measurement: Measurement, corpus: Corpus) -> str:
     if measurement.error is not None:
         return head + f"FAIL {measurement.error.splitlines()[0]}"
     assert measurement.seconds is not None
+    assert measurement.cpu is not None
     rate = corpus.count / measurement.seconds
     megabytes = corpus.total_bytes / 1e6 / measurement.seconds
     status = "ok" if measurement.ok else f"FAIL: stored {measurement.stored} of {measurement.sent}"
+    cpu = measurement.cpu
     return head + (
         f"{corpus.count} in {measurement.seconds:.2f} s ({rate:.1f} inst/s, {megabytes:.1f} MB/s, "
-        f"{measurement.processes} storescu) {status}"
+        f"{measurement.processes} storescu; cores: receiver {measurement.cores(cpu.receiver):.2f}, "
+        f"storescu {measurement.cores(cpu.senders):.2f}, other {measurement.cores(cpu.other):.2f}"
+        f"{' NOISY' if measurement.noisy else ''}) {status}"
     )
 
 
@@ -160,17 +225,14 @@ def _rows(corpora: Sequence[Corpus], measurements: Sequence[Measurement]) -> lis
     return rows
 
 
-def _run_all(
-    corpora: Sequence[Corpus], repeats: int, work_dir: Path, database_url: str | None
-) -> list[Measurement]:
+def _run_all(corpora: Sequence[Corpus], options: RunOptions) -> list[Measurement]:
     """Every (class, associations) pair, receivers alternating within each repeat."""
     measurements = []
     for corpus in corpora:
         for associations in _ASSOCIATIONS:
-            for repeat in range(repeats):
+            for repeat in range(options.repeats):
                 for receiver in RECEIVERS:
-                    run_dir = work_dir / f"{corpus.name}-{associations}-{receiver}-{repeat}"
-                    measurement = _measure(corpus, associations, receiver, repeat, run_dir, database_url)
+                    measurement = _measure(corpus, associations, receiver, repeat, options)
                     print(_progress(measurement, corpus), flush=True)
                     measurements.append(measurement)
     return measurements
@@ -223,10 +285,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             size = corpus.total_bytes / 1e6
             print(f"corpus {corpus.name:5} {corpus.count} instances, {size:.1f} MB in {corpus.root}")
         print(f"{repeats} run(s) per measurement, median wall time; MB = 10^6 bytes", flush=True)
-        measurements = _run_all(corpora, repeats, work_dir, args.database_url)
+        options = RunOptions(repeats, work_dir, args.database_url, args.quiet_threshold, args.quiet_timeout)
+        measurements = _run_all(corpora, options)
         rows = _rows(corpora, measurements)
         print()
         print(format_table(rows))
+        noisy = sum(1 for m in measurements if m.noisy)
+        print(
+            f"{noisy} of {len(measurements)} measurements NOISY (other processes over "
+            f"{_NOISY_OTHER_CORES} cores); load average after the run: {load_average():.2f}"
+        )
         print(f"results: {_save(args.results_dir, info, rows, measurements, quick=args.quick)}")
         failed = not all(m.ok for m in measurements)
         if failed:

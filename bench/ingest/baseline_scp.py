@@ -20,7 +20,6 @@ import os
 import re
 import signal
 import socket
-import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,7 +66,13 @@ def build_ae(ae_title: str) -> AE:
 
 
 def serve(host: str, port: int, output: Path, ae_title: str) -> None:
-    """Serve until SIGTERM or SIGINT, then shut the server down cleanly."""
+    """Serve until SIGTERM or SIGINT, then shut the server down cleanly.
+
+    Both signals are blocked before any server thread exists, so every thread
+    inherits the mask and the main thread alone takes them with ``sigwait``:
+    a signal the kernel would otherwise hand to an association thread can
+    never leave the main thread waiting.
+    """
     tmp = output.parent / f"{output.name}.tmp"
     output.mkdir(parents=True, exist_ok=True)
     tmp.mkdir(parents=True, exist_ok=True)
@@ -75,12 +80,11 @@ def serve(host: str, port: int, output: Path, ae_title: str) -> None:
         (evt.EVT_CONN_OPEN, _set_no_delay),
         (evt.EVT_C_STORE, _handle_store, [output, tmp]),
     ]
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     server = build_ae(ae_title).start_server((host, port), block=False, evt_handlers=handlers)
     try:
-        stop.wait()
+        signal.sigwait(stop_signals)
     finally:
         server.shutdown()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 __all__ = [
     "CLASS_NAMES",
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 GROUPS = 4
 # Bump when the generated content changes, so cached corpora are rebuilt.
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2
 _SEED = "teleconsult-bench-ingest"
 
 _CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
@@ -85,8 +86,14 @@ _ECG_SECONDS = 10
 
 
 def _uid(*parts: object) -> UID:
-    """A deterministic ``2.25.`` UID: a regenerated corpus has the same UIDs."""
-    return generate_uid(prefix=None, entropy_srcs=[_SEED, *(str(part) for part in parts)])
+    """A deterministic UUID-derived ``2.25.`` UID (PS3.5 B.2) named by ``parts``.
+
+    Name-based (UUID v5), not ``generate_uid(prefix=None, ...)``: pydicom
+    ignores the entropy sources without a prefix and returns a random UID,
+    which would put every instance in a study of its own.
+    """
+    name = "/".join(str(part) for part in (_SEED, *parts))
+    return UID(f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, name).int}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +329,17 @@ def _scan(name: str, root: Path) -> Corpus:
     return Corpus(name=name, root=root, count=len(files), total_bytes=sum(p.stat().st_size for p in files))
 
 
+def _remove_stale(base_dir: Path, name: str) -> None:
+    """Drop corpora of ``name`` made by older generator versions: they are never read again."""
+    current = f"-v{_GENERATOR_VERSION}"
+    for path in base_dir.glob(f"{name}-*-v*"):
+        if not path.name.removesuffix(".json").removesuffix(".partial").endswith(current):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
 def ensure_corpus(name: str, base_dir: Path, *, quick: bool, count: int | None = None) -> Corpus:
     """The corpus of class ``name``, generated under ``base_dir`` unless already cached.
 
@@ -340,6 +358,7 @@ def ensure_corpus(name: str, base_dir: Path, *, quick: bool, count: int | None =
         logger.warning("cached corpus %s has %d files, not %d: regenerating", root, corpus.count, wanted)
     marker.unlink(missing_ok=True)
     base_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale(base_dir, name)
     _generate(spec, wanted, root)
     corpus = _scan(name, root)
     marker.write_text(json.dumps({"class": name, "count": corpus.count, "bytes": corpus.total_bytes}))

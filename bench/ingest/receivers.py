@@ -173,7 +173,9 @@ def _count_indexed(data_dir: Path, database_url: str | None) -> int:
     from teleconsult.config import Settings
     from teleconsult.storage.store import InstanceStore
 
-    store = InstanceStore(Settings(data_dir=data_dir, database_url=database_url))
+    # Read only: counting must never migrate the schema the server made.
+    settings = Settings(data_dir=data_dir, database_url=database_url, database_auto_migrate=False)
+    store = InstanceStore(settings)
     store.open()
     try:
         return store.index.counts()["instances"]

@@ -18,7 +18,14 @@ from pathlib import Path
 
 from bench.ingest.send import storescu_version
 
-__all__ = ["TARGET_RATIO", "Row", "environment", "format_environment", "format_table"]
+__all__ = [
+    "TARGET_RATIO",
+    "Row",
+    "environment",
+    "format_environment",
+    "format_table",
+    "load_average",
+]
 
 # teleconsult must ingest at least this fraction of the bare baseline's rate.
 TARGET_RATIO = 0.8
@@ -78,18 +85,38 @@ def _database(database_url: str | None) -> str:
     return f"PostgreSQL {server} at {host}"
 
 
+def _source_revision() -> str:
+    """The commit the receivers run, and whether their code differs from it."""
+    repo = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        completed = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+        return completed.stdout.strip() if completed.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD")
+    if not head:
+        return "unknown (not a git checkout)"
+    changed = git("status", "--porcelain", "--", "teleconsult", "dicom_gateway").splitlines()
+    return f"{head}" + (f" + uncommitted changes in {len(changed)} files" if changed else "")
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
 def environment(database_url: str | None, work_dir: Path) -> dict[str, str]:
     """Machine, versions and storage the figures depend on."""
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{len(os.sched_getaffinity(0))} CPUs (nproc), {_cpu_model()}, Linux {platform.release()}",
         "python": platform.python_version(),
-        "teleconsult": version("teleconsult"),
+        "teleconsult": f"{version('teleconsult')} at {_source_revision()}",
         "pynetdicom": version("pynetdicom"),
         "pydicom": version("pydicom"),
         "storescu": storescu_version(),
         "index": _database(database_url),
         "work dir": f"{work_dir} ({_filesystem(work_dir)})",
+        "load average": " ".join(f"{value:.2f}" for value in os.getloadavg()),
     }
 
 

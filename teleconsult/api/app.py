@@ -10,8 +10,16 @@ from sqlalchemy import text
 
 from teleconsult import __version__
 from teleconsult.api.problems import install_problem_handlers
+from teleconsult.api.routes import audit as audit_routes
+from teleconsult.api.routes import auth
+from teleconsult.api.routes import qido as dicomweb_qido
+from teleconsult.api.routes import stow as dicomweb_stow
+from teleconsult.api.routes import wado as dicomweb_wado
+from teleconsult.audit import AuditLog
 from teleconsult.config import Settings
 from teleconsult.errors import IndexUnavailableError
+from teleconsult.security import load_secret_key
+from teleconsult.storage.identity import IdentityStore
 from teleconsult.storage.store import InstanceStore
 
 __all__ = ["create_app"]
@@ -25,7 +33,15 @@ def create_app(settings: Settings, store: InstanceStore) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.identity = IdentityStore(store.index.engine)
+    app.state.audit = AuditLog(store.index.engine)
+    app.state.secret_key = load_secret_key(settings)
     install_problem_handlers(app)
+    app.include_router(auth.router)
+    app.include_router(audit_routes.router)
+    app.include_router(dicomweb_qido.router)
+    app.include_router(dicomweb_wado.router)
+    app.include_router(dicomweb_stow.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and index reachability")
     def healthz() -> dict[str, Any]:

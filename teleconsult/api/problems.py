@@ -7,9 +7,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from teleconsult.errors import TeleconsultError
+from teleconsult.api.auditing import audit_request
+from teleconsult.audit import AuditOutcome
+from teleconsult.errors import AuthenticationError, PermissionDeniedError, TeleconsultError
 
 __all__ = ["install_problem_handlers", "problem"]
 
@@ -32,7 +35,15 @@ def problem(request: Request, status: int, title: str, detail: str, code: str, *
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(TeleconsultError)
     async def _ours(request: Request, exc: TeleconsultError) -> JSONResponse:
-        return problem(request, exc.http_status, exc.code.replace("-", " "), exc.message, exc.code)
+        if isinstance(exc, AuthenticationError | PermissionDeniedError):
+            # Refused attempts are part of the trail, not only what succeeded.
+            await run_in_threadpool(
+                audit_request, request, "access", AuditOutcome.DENIED, detail=exc.message[:200]
+            )
+        response = problem(request, exc.http_status, exc.code.replace("-", " "), exc.message, exc.code)
+        if isinstance(exc, AuthenticationError):
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

@@ -26,6 +26,7 @@ from teleconsult.metrics import BYTES_STORED, INSTANCES_STORED, STORE_REFUSED, S
 from teleconsult.storage.files import FileStore, content_key
 from teleconsult.storage.index import Index, IndexedFile
 from teleconsult.storage.migrate import upgrade
+from teleconsult.storage.outbox import Outbox
 
 __all__ = ["IMPLEMENTATION_CLASS_UID", "IMPLEMENTATION_VERSION_NAME", "InstanceStore"]
 
@@ -58,6 +59,8 @@ class InstanceStore:
         self.bus = bus or EventBus()
         self.files = FileStore(Path(settings.data_dir))
         self.index = Index(settings.index_url)
+        # The forwarding queue: filled by the index transaction, worked by dicom_gateway.forwarder.
+        self.outbox = Outbox(self.index, settings)
 
     def open(self) -> None:
         """Create directories, sweep unfinished temp files, migrate the index."""
@@ -136,6 +139,7 @@ class InstanceStore:
                 calling_ae_title=calling_ae_title.strip()[:16],
                 source_organisation=source_organisation,
             ),
+            on_indexed=self.outbox.enqueue,
         )
         stored = StoredInstance(
             sop_instance_uid=attrs.sop_instance_uid,

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -23,7 +24,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Instance", "InstanceVersion", "Patient", "Series", "Study"]
+__all__ = [
+    "AuditRecord",
+    "Base",
+    "ForwardQueueEntry",
+    "Instance",
+    "InstanceVersion",
+    "OrganisationRow",
+    "Patient",
+    "RefreshToken",
+    "Series",
+    "Study",
+    "UserAccount",
+]
 
 _NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -137,3 +150,153 @@ class InstanceVersion(Base):
     calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
     source_organisation: Mapped[str] = mapped_column(String(64))
     superseded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ForwardQueueEntry(Base):
+    """One instance to send to one peer: a row of the durable forwarding queue.
+
+    Rows are written in the transaction that indexes the instance, so none is
+    ever missing; the forwarder claims them (``sending``, ``claimed_by``),
+    sends, then marks them ``sent`` or back to ``pending`` with the reason and
+    the time of the next attempt, or ``failed`` after the last attempt. The
+    file key and transfer syntax are copied here so a later version of the
+    instance does not change what this row sends.
+    """
+
+    __tablename__ = "forward_queue"
+    __table_args__ = (
+        # claiming: due pending rows, then one (destination, study) group
+        Index("ix_forward_queue_status_next_attempt_at", "status", "next_attempt_at"),
+        Index(
+            "ix_forward_queue_destination_ae_title_study_instance_uid",
+            "destination_ae_title",
+            "study_instance_uid",
+        ),
+        Index("ix_forward_queue_sop_instance_uid", "sop_instance_uid"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID)
+    study_instance_uid: Mapped[str] = mapped_column(UID)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    transfer_syntax_uid: Mapped[str] = mapped_column(UID)
+    file_key: Mapped[str] = mapped_column(String(200))
+    destination_ae_title: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(64))
+    # whose data it is: lets an API show each organisation its own rows
+    source_organisation: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class OrganisationRow(Base):
+    """A node of the community tree: county hospital, township centre, village clinic."""
+
+    __tablename__ = "organisations"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    parent_pk: Mapped[int | None] = mapped_column(ForeignKey("organisations.pk"), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class UserAccount(Base):
+    __tablename__ = "users"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(32))
+    organisation_pk: Mapped[int] = mapped_column(ForeignKey("organisations.pk"), index=True)
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RefreshToken(Base):
+    """A refresh token, kept only as its SHA-256; rotated on every use."""
+
+    __tablename__ = "refresh_tokens"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditRecord(Base):
+    """One access to patient data, or an attempt. Append-only.
+
+    ``chain_sha256`` links each row to the one before it (hash of the
+    previous digest and this row's content), so a deleted or altered row
+    breaks the chain that ``teleconsult audit verify`` walks.
+    """
+
+    __tablename__ = "audit_events"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    interface: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(64), index=True)
+    actor_organisation: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    role: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    source_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    resource: Mapped[str] = mapped_column(String(512))
+    study_instance_uid: Mapped[str | None] = mapped_column(UID, nullable=True, index=True)
+    patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    detail: Mapped[str] = mapped_column(String(1024), default="")
+    chain_sha256: Mapped[str] = mapped_column(String(64))
+
+
+class WorklistEntry(Base):
+    """One scheduled procedure step that the Modality Worklist SCP offers to devices.
+
+    A device queries these rows rather than someone typing a Chinese name on
+    the device. Rows are never deleted: cancelling one sets ``status`` to
+    ``CANCELLED`` so the SCP stops offering it but the order stays on record.
+    As in ``patients``, the name is kept whole and per component group so a
+    query matches it in any group. The description serves as both the
+    Requested Procedure Description and the Scheduled Procedure Step
+    Description.
+    """
+
+    __tablename__ = "worklist"
+    __table_args__ = (
+        # what the SCP reads: scheduled rows, usually for one day
+        Index("ix_worklist_status_scheduled_start_date", "status", "scheduled_start_date"),
+        Index("ix_worklist_accession_number", "accession_number"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    patient_id: Mapped[str] = mapped_column(String(64))
+    patient_name: Mapped[str] = mapped_column(PN, default="")
+    patient_name_alphabetic: Mapped[str] = mapped_column(PN, default="")
+    patient_name_ideographic: Mapped[str] = mapped_column(PN, default="")
+    patient_name_phonetic: Mapped[str] = mapped_column(PN, default="")
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), default="")
+    accession_number: Mapped[str] = mapped_column(String(16))
+    study_instance_uid: Mapped[str] = mapped_column(UID)
+    requested_procedure_id: Mapped[str] = mapped_column(String(16))
+    procedure_description: Mapped[str] = mapped_column(String(64), default="")
+    scheduled_procedure_step_id: Mapped[str] = mapped_column(String(16))
+    modality: Mapped[str] = mapped_column(String(16))
+    scheduled_station_ae_title: Mapped[str] = mapped_column(String(16))
+    scheduled_start_date: Mapped[str] = mapped_column(String(8))
+    scheduled_start_time: Mapped[str] = mapped_column(String(16))
+    # whose order it is: the organisation the patient ID belongs to
+    organisation: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -11,6 +11,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from teleconsult.storage.identity import IdentityStore
 from tests.conftest import RunningGateway, require_tool
 from tests.factories import CT_IMAGE, encode, make_image
 
@@ -40,6 +41,10 @@ def pacs_gateway(start, move_port: int) -> RunningGateway:  # type: ignore[no-un
         )
     ]
     gateway = start(dicom_peers=peers)
+    # The county peers see the township's studies through the organisation tree.
+    identity = IdentityStore(gateway.store.index.engine)
+    identity.add_organisation("COUNTY", "County Hospital")
+    identity.add_organisation("TOWN01", "Township 1", "COUNTY")
     _populate(gateway)
     return gateway
 

@@ -91,3 +91,30 @@ def test_store_check_finds_a_corrupted_file(
 
     assert main(["store", "check"]) == 1
     assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_org_and_user_commands_on_a_fresh_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DESIGN.md: these work before the first `serve` and write what `serve` reads."""
+    monkeypatch.setenv("TELECONSULT_DATA_DIR", str(tmp_path / "fresh"))
+    assert main(["org", "add", "COUNTY", "--name", "县医院"]) == 0
+    assert main(["org", "add", "TOWN01", "--name", "一号乡镇卫生院", "--parent", "COUNTY"]) == 0
+    assert (
+        main(["user", "add", "li", "--password", "long-enough-pw", "--role", "specialist", "--org", "COUNTY"])
+        == 0
+    )
+    assert main(["org", "add", "TOWN09", "--name", "x", "--parent", "NOWHERE"]) == 1
+    assert (
+        main(["user", "add", "li", "--password", "long-enough-pw", "--role", "specialist", "--org", "COUNTY"])
+        == 1
+    )
+    assert main(["user", "add", "wu", "--password", "short", "--role", "specialist", "--org", "COUNTY"]) == 2
+    capsys.readouterr()
+    assert main(["org", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "TOWN01" in out
+    assert "一号乡镇卫生院" in out
+    assert main(["user", "disable", "li"]) == 0
+    assert main(["user", "list"]) == 0
+    assert "(disabled)" in capsys.readouterr().out

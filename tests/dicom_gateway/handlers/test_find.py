@@ -23,7 +23,7 @@ class _FakeFindEvent:
     def __init__(self, identifier: Dataset, cancel_after: int | None) -> None:
         self.identifier = identifier
         self.request = SimpleNamespace(AffectedSOPClassUID=STUDY_ROOT_FIND)
-        self.assoc = SimpleNamespace(requestor=SimpleNamespace(ae_title="FINDSCU"))
+        self.assoc = SimpleNamespace(requestor=SimpleNamespace(ae_title="TOWNUS"))
         self._cancel_after = cancel_after
         self._checks = 0
 
@@ -47,7 +47,10 @@ def _study_query() -> Dataset:
 def test_c_cancel_stops_the_matches(store: InstanceStore, app_settings) -> None:  # type: ignore[no-untyped-def]
     for seed in range(5):
         store.store_instance(
-            encode(make_image(seed=seed)), ExplicitVRLittleEndian, calling_ae_title="T", source_organisation="T"
+            encode(make_image(seed=seed)),
+            ExplicitVRLittleEndian,
+            calling_ae_title="T",
+            source_organisation="TOWN01",
         )
     context = GatewayContext(settings=app_settings, store=store)
 
@@ -59,7 +62,10 @@ def test_c_cancel_stops_the_matches(store: InstanceStore, app_settings) -> None:
 def test_all_matches_without_cancel(store: InstanceStore, app_settings) -> None:  # type: ignore[no-untyped-def]
     for seed in range(3):
         store.store_instance(
-            encode(make_image(seed=seed)), ExplicitVRLittleEndian, calling_ae_title="T", source_organisation="T"
+            encode(make_image(seed=seed)),
+            ExplicitVRLittleEndian,
+            calling_ae_title="T",
+            source_organisation="TOWN01",
         )
     context = GatewayContext(settings=app_settings, store=store)
     responses = list(handle_find(_event(_study_query()), context))
@@ -77,8 +83,10 @@ def test_missing_level_is_a900(store: InstanceStore, app_settings) -> None:  # t
 
 def test_statuses_are_query_retrieve_statuses() -> None:
     for code in FIND_STATUSES:
-        assert code in QR_FIND_SERVICE_CLASS_STATUS or code in (0x0000, 0xFF00, 0xFE00) or (
-            0xC000 <= code <= 0xCFFF
+        assert (
+            code in QR_FIND_SERVICE_CLASS_STATUS
+            or code in (0x0000, 0xFF00, 0xFE00)
+            or (0xC000 <= code <= 0xCFFF)
         ), hex(code)
     assert 0xA801 in MOVE_STATUSES
     assert 0xA801 not in GET_STATUSES

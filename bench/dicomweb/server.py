@@ -1,0 +1,97 @@
+"""teleconsult's HTTP API in a child process (uvicorn on 127.0.0.1, port 0), over an already loaded store.
+
+The measuring client runs in the parent: sharing one interpreter (and its
+GIL) with the server would bill teleconsult for the client's work, as
+``bench/query/servers.py`` explains for the gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from bench.query.servers import HOST, BenchError, teleconsult_settings
+
+__all__ = ["BENCH_PASSWORD", "BENCH_USER", "add_bench_user", "teleconsult_http"]
+
+BENCH_USER = "bench"
+BENCH_PASSWORD = "bench-password-not-secret"
+_START_TIMEOUT = 120.0
+
+
+def add_bench_user(data_dir: Path, database_url: str | None) -> None:
+    """A county specialist who sees TOWN01, where ``bench.query.load`` files every study."""
+    from teleconsult.errors import ConflictError
+    from teleconsult.storage.identity import IdentityStore
+    from teleconsult.storage.store import InstanceStore
+
+    store = InstanceStore(teleconsult_settings(data_dir, database_url))
+    store.open()
+    try:
+        identity = IdentityStore(store.index.engine)
+        for code, name, parent in (("COUNTY", "County Hospital", None), ("TOWN01", "Township 1", "COUNTY")):
+            with suppress(ConflictError):  # loading may have created them already
+                identity.add_organisation(code, name, parent)
+        identity.add_user(BENCH_USER, BENCH_PASSWORD, "specialist", "COUNTY")
+    finally:
+        store.close()
+
+
+def _server_main(data_dir: str, database_url: str | None, conn: Connection) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    import uvicorn
+
+    from teleconsult.api.app import create_app
+    from teleconsult.storage.store import InstanceStore
+
+    settings = teleconsult_settings(Path(data_dir), database_url)
+    store = InstanceStore(settings)
+    store.open()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, store), host=HOST, port=0, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn")
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.01)
+    try:
+        conn.send(int(server.servers[0].sockets[0].getsockname()[1]))
+        conn.recv()
+    except EOFError:
+        pass
+    finally:
+        server.should_exit = True
+        thread.join()
+        store.close()
+
+
+@contextmanager
+def teleconsult_http(data_dir: Path, database_url: str | None) -> Iterator[str]:
+    """The base URL of ``create_app`` served by uvicorn in a child process, stopped on exit."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(
+        target=_server_main, args=(str(data_dir), database_url, child), name="teleconsult-http"
+    )
+    process.start()
+    child.close()
+    try:
+        if not parent.poll(_START_TIMEOUT):
+            raise BenchError(f"the teleconsult HTTP server did not start within {_START_TIMEOUT:.0f} s")
+        yield f"http://{HOST}:{parent.recv()}"
+    except EOFError as exc:
+        raise BenchError(f"the teleconsult HTTP server exited at start (code {process.exitcode})") from exc
+    finally:
+        with suppress(BrokenPipeError, OSError):
+            parent.send("stop")
+        process.join(60)
+        if process.is_alive():
+            process.terminate()
+            process.join()
+        parent.close()

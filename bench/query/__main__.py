@@ -1,0 +1,334 @@
+"""``python -m bench.query``: C-FIND latency of teleconsult against Orthanc on the same corpus.
+
+A synthetic corpus shaped like a county archive (100,000 small instances by
+default) is loaded into teleconsult (its store API, in-process) and into
+Orthanc 1.10 (default SQLite index). Then one pynetdicom client asks both the
+same Study Root C-FINDs over one association each, alternating between them,
+and prints p50/p95 per query kind. teleconsult must return exactly the
+studies (or series) the corpus says; anything else is a non-zero exit.
+Everything lives in a temporary directory (and, on PostgreSQL, a throw-away
+schema) that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from bench.query.corpus import Corpus, build_corpus
+from bench.query.datasets import EncodedInstance, encode_corpus
+from bench.query.explain import INDEX_TABLES, apply_sql, explain, index_query_seconds, query_scope
+from bench.query.find import FindClient, FindResult, find_client
+from bench.query.load import LoadResult, load_orthanc_rest, load_orthanc_storescu, load_teleconsult
+from bench.query.queries import KINDS, Query, draw_queries
+from bench.query.report import (
+    KindSummary,
+    environment,
+    format_comparison,
+    format_corpus,
+    format_environment,
+    format_tuning,
+    summarise,
+)
+from bench.query.servers import BenchError, libpq_url, orthanc_server, postgres_schema, teleconsult_gateway
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+_QUICK_INSTANCES = 5000
+_WARMUP = 3
+
+Results = dict[str, dict[str, list[FindResult]]]  # kind -> server -> one result per run
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.query", description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, help="corpus size (default 100000; --quick: 5000)")
+    parser.add_argument("--quick", action="store_true", help=f"{_QUICK_INSTANCES} instances, 20 runs")
+    parser.add_argument("--runs", type=int, help="measured queries of each kind (default 50; --quick: 20)")
+    parser.add_argument(
+        "--database-url",
+        default=DEFAULT_DATABASE_URL,
+        help="teleconsult's PostgreSQL (a fresh bench_<random> schema is used and dropped), "
+        "or 'sqlite' for the embedded default in the temporary data directory",
+    )
+    parser.add_argument("--seed", type=int, default=20251, help="corpus and query draw seed")
+    parser.add_argument("--load-threads", type=int, default=8, help="threads storing into teleconsult")
+    parser.add_argument(
+        "--orthanc-load",
+        choices=("rest", "storescu"),
+        default="rest",
+        help="REST POST /instances (default, faster here) or DCMTK storescu",
+    )
+    parser.add_argument("--orthanc-senders", type=int, default=4, help="parallel senders loading Orthanc")
+    parser.add_argument("--no-orthanc", action="store_true", help="measure teleconsult alone")
+    parser.add_argument("--explain", action="store_true", help="print the plan of one query of each kind")
+    parser.add_argument(
+        "--try-sql",
+        type=Path,
+        help="after measuring, run this SQL file on teleconsult's index (e.g. CREATE INDEX), ANALYZE, "
+        "and measure teleconsult again",
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, help="parent of the temporary directory (default: system temp)"
+    )
+    return parser
+
+
+def _log(message: str) -> None:
+    """Progress on stderr, so a long run in the background can be followed in its log."""
+    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> NoReturn:
+    """Turn SIGTERM into SystemExit so every server is stopped by its finally block."""
+    raise SystemExit(128 + signum)
+
+
+def _clean_environment() -> None:
+    """Drop TELECONSULT_* variables: only the benchmark configures teleconsult (children inherit this)."""
+    for name in [name for name in os.environ if name.startswith("TELECONSULT_")]:
+        del os.environ[name]
+
+
+@contextmanager
+def _index_url(database_url: str) -> Iterator[tuple[str | None, str | None]]:
+    """(teleconsult database URL or None for SQLite, PostgreSQL version or None)."""
+    if database_url == "sqlite":
+        yield None, None
+        return
+    import psycopg
+
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    with postgres_schema(database_url) as (schema, url):
+        _log(f"PostgreSQL schema {schema}")
+        yield url, str(row[0]) if row else "unknown"
+
+
+def _open_index(data_dir: Path, database_url: str | None) -> Any:
+    from teleconsult.storage.index import Index
+
+    return Index(
+        database_url or f"sqlite:///{(data_dir / 'index.sqlite3').resolve()}",
+    )
+
+
+def _measure(clients: Sequence[FindClient], queries: dict[str, list[Query]], warmup: int) -> Results:
+    """Every query on every client, alternating which server goes first, after ``warmup`` unmeasured ones."""
+    results: Results = {kind.name: {c.endpoint.name: [] for c in clients} for kind in KINDS}
+    for kind in KINDS:
+        started = time.monotonic()
+        drawn = queries[kind.name]
+        for query in drawn[:warmup]:
+            for client in clients:
+                client.find(query.identifier(), query.unique_key)
+        for number, query in enumerate(drawn[warmup:]):
+            order = clients if number % 2 == 0 else list(reversed(clients))
+            for client in order:
+                results[kind.name][client.endpoint.name].append(
+                    client.find(query.identifier(), query.unique_key)
+                )
+        medians = ", ".join(
+            f"{name} p50 {statistics.median(r.seconds for r in runs) * 1000:.1f} ms"
+            for name, runs in results[kind.name].items()
+        )
+        _log(f"{kind.label}: {medians} ({time.monotonic() - started:.0f} s)")
+    return results
+
+
+def _sql_p50(index: Any, queries: Sequence[Query]) -> float:
+    scope = query_scope(index)
+    return statistics.median(index_query_seconds(index, q, scope) for q in queries) * 1000
+
+
+def _summaries(
+    results: Results, queries: dict[str, list[Query]], warmup: int, index: Any
+) -> list[KindSummary]:
+    summaries = []
+    for kind in KINDS:
+        measured = queries[kind.name][warmup:]
+        by_server = results[kind.name]
+        orthanc = by_server.get("orthanc")
+        summaries.append(
+            KindSummary(
+                kind=kind,
+                expected=statistics.median(q.expected for q in measured),
+                teleconsult=summarise(measured, by_server["teleconsult"]),
+                orthanc=summarise(measured, orthanc) if orthanc else None,
+                sql_p50_ms=_sql_p50(index, measured),
+            )
+        )
+    return summaries
+
+
+def _print_plans(index: Any, queries: dict[str, list[Query]], title: str) -> None:
+    print(f"\n## Plans {title}\n")
+    for kind in KINDS:
+        print(explain(index, queries[kind.name][-1], query_scope(index)), end="\n\n")
+
+
+@dataclass
+class _Run:
+    """Everything one benchmark run produced, for the final report."""
+
+    env: dict[str, str]
+    corpus: Corpus
+    loads: list[LoadResult]
+    summaries: list[KindSummary]
+    untuned: list[KindSummary] | None = None  # teleconsult alone, before --try-sql
+    tuned: list[KindSummary] | None = None  # teleconsult alone, after it
+
+
+def _load_orthanc(
+    args: argparse.Namespace, orthanc: Any, corpus: Corpus, encoded: list[EncodedInstance], tmp: Path
+) -> LoadResult:
+    _log(f"loading Orthanc ({args.orthanc_load}, {args.orthanc_senders} senders)")
+    if args.orthanc_load == "rest":
+        return load_orthanc_rest(orthanc, corpus, encoded, args.orthanc_senders)
+    return load_orthanc_storescu(orthanc, corpus, encoded, tmp / "part10", args.orthanc_senders)
+
+
+def _measure_servers(
+    args: argparse.Namespace,
+    run: _Run,
+    queries: dict[str, list[Query]],
+    data_dir: Path,
+    database_url: str | None,
+    orthanc: Any,
+) -> None:
+    index = _open_index(data_dir, database_url)
+    try:
+        with teleconsult_gateway(data_dir, database_url) as endpoint, find_client(endpoint) as teleconsult:
+            clients = [teleconsult]
+            with find_client(orthanc.endpoint) if orthanc else _nothing() as orthanc_client:
+                if orthanc_client is not None:
+                    clients.append(orthanc_client)
+                _log("measuring C-FIND")
+                results = _measure(clients, queries, _WARMUP)
+            run.summaries = _summaries(results, queries, _WARMUP, index)
+            if args.explain:
+                _print_plans(index, queries, "(as loaded)")
+            if args.try_sql:
+                # Both passes ask teleconsult alone, so they differ only by the SQL applied.
+                _log("measuring teleconsult alone, before --try-sql")
+                before = _measure([teleconsult], queries, _WARMUP)
+                run.untuned = _summaries(before, queries, _WARMUP, index)
+                for statement in apply_sql(index, args.try_sql):
+                    _log(f"applied: {' '.join(statement.split())}")
+                after = _measure([teleconsult], queries, _WARMUP)
+                run.tuned = _summaries(after, queries, _WARMUP, index)
+                if args.explain:
+                    _print_plans(index, queries, f"(after {args.try_sql})")
+    finally:
+        index.close()
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
+
+
+def _benchmark(args: argparse.Namespace, instances: int, runs: int) -> _Run:
+    corpus = build_corpus(instances, args.seed)
+    _log(f"corpus: {corpus.instance_count} instances in {len(corpus.studies)} studies; encoding")
+    encoded = list(encode_corpus(corpus))
+    queries = draw_queries(corpus, runs + _WARMUP, args.seed + 1)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-query-", dir=args.work_dir) as tmp,
+        _index_url(args.database_url) as (database_url, postgres_version),
+    ):
+        run = _Run(environment(postgres_version), corpus, [], [])
+        data_dir = Path(tmp) / "teleconsult"
+        _log(
+            f"loading teleconsult ({args.load_threads} threads, {'PostgreSQL' if database_url else 'SQLite'})"
+        )
+        run.loads.append(load_teleconsult(corpus, encoded, data_dir, database_url, args.load_threads))
+        _log(f"teleconsult loaded in {run.loads[-1].seconds:.1f} s")
+        if database_url:
+            _analyze(data_dir, database_url)
+        if args.no_orthanc:
+            _measure_servers(args, run, queries, data_dir, database_url, None)
+            return run
+        with orthanc_server(Path(tmp) / "orthanc") as orthanc:
+            run.loads.append(_load_orthanc(args, orthanc, corpus, encoded, Path(tmp)))
+            _log(f"Orthanc loaded in {run.loads[-1].seconds:.1f} s")
+            del encoded
+            _measure_servers(args, run, queries, data_dir, database_url, orthanc)
+    return run
+
+
+def _analyze(data_dir: Path, database_url: str) -> None:
+    """PostgreSQL's autovacuum would analyse freshly loaded tables within minutes; do it now, not mid-run.
+
+    Only the index's tables: a bare ANALYZE would walk every schema of the database.
+    """
+    index = _open_index(data_dir, database_url)
+    try:
+        with index.engine.begin() as conn:
+            conn.exec_driver_sql(f"ANALYZE {', '.join(INDEX_TABLES)}")
+    finally:
+        index.close()
+
+
+def _print_report(run: _Run, args: argparse.Namespace, runs: int) -> None:
+    corpus = run.corpus
+    backend = "SQLite (embedded default)" if args.database_url == "sqlite" else "PostgreSQL"
+    print(f"\n# bench.query — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, teleconsult index on {backend}\n")
+    print(format_environment(run.env), end="\n\n")
+    print(
+        format_corpus(
+            len(corpus.patients),
+            len(corpus.studies),
+            corpus.series_count,
+            corpus.instance_count,
+            corpus.years,
+            run.loads,
+        ),
+        end="\n\n",
+    )
+    print(
+        f"C-FIND Study Root, pynetdicom SCU, one association per server, {runs} runs per kind "
+        f"(+{_WARMUP} warm-up), values drawn from the corpus; tc = teleconsult; "
+        "ratio > 1: teleconsult faster\n"
+    )
+    print(format_comparison(run.summaries))
+    if run.untuned is not None and run.tuned is not None:
+        print()
+        print(format_tuning(run.untuned, run.tuned, str(args.try_sql)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    _clean_environment()
+    instances = args.instances or (_QUICK_INSTANCES if args.quick else 100_000)
+    runs = args.runs or (20 if args.quick else 50)
+    started = time.monotonic()
+    try:
+        run = _benchmark(args, instances, runs)
+    except BenchError as exc:
+        print(f"FAIL: {exc}", file=sys.stderr)
+        return 2
+    _print_report(run, args, runs)
+    _log(f"done in {time.monotonic() - started:.0f} s")
+    everything = run.summaries + (run.untuned or []) + (run.tuned or [])
+    wrong = sorted({s.kind.label for s in everything if not s.teleconsult.all_correct})
+    if wrong:
+        print(f"\nFAIL: teleconsult returned wrong matches for: {', '.join(wrong)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

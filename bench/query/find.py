@@ -1,0 +1,126 @@
+"""The measuring C-FIND SCU: one pynetdicom association per server, reused for every query.
+
+The same client code asks both servers, so whatever it costs (encoding the
+identifier, decoding every response) is paid equally by both. A query's
+latency is the time from sending the C-FIND-RQ to receiving the final
+(non-pending) response, all pending responses included.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+
+from bench.query.servers import CALLING_AE_TITLE, BenchError, Endpoint
+
+if TYPE_CHECKING:
+    from pynetdicom.events import Event
+
+__all__ = ["FindClient", "FindResult", "find_client"]
+
+logger = logging.getLogger(__name__)
+
+_PENDING = (0xFF00, 0xFF01)
+# Orthanc takes seconds on the larger queries: never let a timeout cut one short.
+_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class FindResult:
+    """One C-FIND as the client saw it."""
+
+    seconds: float
+    uids: frozenset[str]  # the unique key of every pending response
+    responses: int
+    status: int | None  # the final status; None if the association failed
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0x0000 and self.error is None
+
+
+def _no_delay(event: Event) -> None:
+    """EVT_CONN_OPEN: Nagle off, or each response may wait ~40 ms for a delayed ACK (FACTS.md)."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class FindClient:
+    """A Study Root C-FIND SCU bound to one server; re-associates if the server drops the link."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.ae = AE(ae_title=CALLING_AE_TITLE)
+        self.ae.add_requested_context(
+            StudyRootQueryRetrieveInformationModelFind, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        )
+        self.ae.acse_timeout = 60
+        self.ae.dimse_timeout = _TIMEOUT
+        self.ae.network_timeout = _TIMEOUT
+        self.assoc: Association | None = None
+
+    def _associate(self) -> Association:
+        if self.assoc is not None and self.assoc.is_established:
+            return self.assoc
+        assoc = self.ae.associate(
+            self.endpoint.host,
+            self.endpoint.port,
+            ae_title=self.endpoint.ae_title,
+            evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)],
+        )
+        if not assoc.is_established:
+            raise BenchError(f"{self.endpoint.name} refused the association from {CALLING_AE_TITLE}")
+        self.assoc = assoc
+        return assoc
+
+    def find(self, identifier: Dataset, unique_key: str) -> FindResult:
+        """Send one C-FIND and read every response; failures are returned, not raised."""
+        assoc = self._associate()
+        uids: set[str] = set()
+        responses = 0
+        final: int | None = None
+        started = time.perf_counter()
+        responses_iter: Any = assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+        for status, response in responses_iter:
+            code = int(status.Status) if "Status" in status else None
+            if code in _PENDING:
+                responses += 1
+                if response is not None:
+                    uids.add(str(response.get(unique_key, "")))
+                continue
+            final = code
+        seconds = time.perf_counter() - started
+        error = None
+        if final is None:
+            error = "association aborted or timed out"
+        elif final != 0x0000:
+            error = f"status 0x{final:04X}"
+        return FindResult(seconds, frozenset(uids), responses, final, error)
+
+    def close(self) -> None:
+        if self.assoc is not None and self.assoc.is_established:
+            self.assoc.release()
+        self.assoc = None
+        self.ae.shutdown()
+
+
+@contextmanager
+def find_client(endpoint: Endpoint) -> Iterator[FindClient]:
+    client = FindClient(endpoint)
+    try:
+        yield client
+    finally:
+        client.close()

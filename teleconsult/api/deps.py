@@ -1,0 +1,87 @@
+"""FastAPI dependencies: settings, store, identity and the authenticated caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from teleconsult.config import Settings
+from teleconsult.domain.identity import Principal, Role
+from teleconsult.errors import AuthenticationError, PermissionDeniedError
+from teleconsult.security import TokenError, decode_access_token
+from teleconsult.storage.identity import IdentityStore
+from teleconsult.storage.store import InstanceStore
+
+__all__ = [
+    "IdentityDep",
+    "PrincipalDep",
+    "SettingsDep",
+    "StoreDep",
+    "get_principal",
+    "principal_from_token",
+    "require_roles",
+]
+
+_bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> InstanceStore:
+    store: InstanceStore = request.app.state.store
+    return store
+
+
+def get_identity(request: Request) -> IdentityStore:
+    identity: IdentityStore = request.app.state.identity
+    return identity
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[InstanceStore, Depends(get_store)]
+IdentityDep = Annotated[IdentityStore, Depends(get_identity)]
+
+
+def principal_from_token(token: str | None, key: str, identity: IdentityStore) -> Principal:
+    """The caller a bearer token names; also used by WebSockets (token in the first message)."""
+    if not token:
+        raise AuthenticationError("a bearer token is required: get one from POST /api/auth/token")
+    try:
+        claims = decode_access_token(key, token)
+    except TokenError as exc:
+        raise AuthenticationError("the bearer token is invalid or expired; sign in again") from exc
+    principal = identity.principal(str(claims["sub"]))
+    if principal is None:
+        raise AuthenticationError("the account of this token is unknown or disabled")
+    return principal
+
+
+def get_principal(
+    request: Request, identity: IdentityDep, token: Annotated[str | None, Depends(_bearer)]
+) -> Principal:
+    principal = principal_from_token(token, request.app.state.secret_key, identity)
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
+    """A dependency that lets only ``roles`` through (403 for others)."""
+
+    def check(principal: PrincipalDep) -> Principal:
+        if principal.role not in roles:
+            raise PermissionDeniedError(
+                f"this needs one of the roles {', '.join(r.value for r in roles)}; "
+                f"{principal.username} is {principal.role.value}"
+            )
+        return principal
+
+    return check

@@ -1,0 +1,128 @@
+"""Who may read which study over DICOMweb: path UIDs checked, instances found within scope.
+
+A study belongs to the organisation it came from (its source organisation);
+a caller sees the studies of its scope (its organisation and those below).
+Outside that scope a study answers exactly as a study that does not exist
+(404 with the same message), so existence does not leak, and the attempt is
+audited as DENIED.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from teleconsult.api.auditing import audit_request
+from teleconsult.audit import AuditOutcome, Interface
+from teleconsult.domain.identity import Principal
+from teleconsult.domain.uids import check_uid
+from teleconsult.errors import NotFoundError
+from teleconsult.storage.matching import Level
+from teleconsult.storage.store import InstanceStore
+
+__all__ = ["InstanceRef", "Located", "locate", "path_uid", "study_owner"]
+
+
+def path_uid(value: str, name: str) -> str:
+    """A UID from the path, or ``InvalidUIDError`` (400): nothing else reaches SQL or the disk."""
+    return check_uid(value, name)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRef:
+    """One stored instance: its UIDs, encoding and file."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    number_of_frames: int | None
+    file_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """The instances a request addresses, all of one study the caller may see."""
+
+    study_instance_uid: str
+    patient_id: str
+    instances: list[InstanceRef]
+
+
+def _describe(study: str, series: str | None, instance: str | None) -> str:
+    if instance is not None:
+        return f"instance {instance} of series {series} of study {study}"
+    if series is not None:
+        return f"series {series} of study {study}"
+    return f"study {study}"
+
+
+def locate(
+    request: Request,
+    store: InstanceStore,
+    principal: Principal,
+    action: str,
+    *,
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
+) -> Located:
+    """The instances under a study/series/instance path, or ``NotFoundError`` (404).
+
+    Runs one index query at IMAGE level (the same matching as C-FIND with
+    unique keys), unrestricted, then checks the study's organisation, so an
+    out-of-scope attempt can be told apart in the audit trail but not by the
+    caller.
+    """
+    keys = {"StudyInstanceUID": path_uid(study, "Study Instance UID")}
+    if series is not None:
+        keys["SeriesInstanceUID"] = path_uid(series, "Series Instance UID")
+    if instance is not None:
+        keys["SOPInstanceUID"] = path_uid(instance, "SOP Instance UID")
+    rows = store.index.query(Level.IMAGE, keys)
+    missing = NotFoundError(
+        f"{_describe(study, series, instance)} is not stored, or not visible to {principal.username}"
+    )
+    if not rows:
+        raise missing
+    patient_id = str(rows[0]["PatientID"] or "")
+    if not principal.can_see(str(rows[0]["_source_organisation"])):
+        audit_request(
+            request,
+            action,
+            AuditOutcome.DENIED,
+            principal=principal,
+            interface=Interface.DICOMWEB,
+            study_instance_uid=study,
+            patient_id=patient_id,
+            detail=f"study of organisation {rows[0]['_source_organisation']} is outside the caller's scope",
+        )
+        raise missing
+    return Located(
+        study_instance_uid=study,
+        patient_id=patient_id,
+        instances=[_instance_ref(row) for row in rows],
+    )
+
+
+def _instance_ref(row: dict[str, Any]) -> InstanceRef:
+    return InstanceRef(
+        study_instance_uid=row["StudyInstanceUID"],
+        series_instance_uid=row["SeriesInstanceUID"],
+        sop_instance_uid=row["SOPInstanceUID"],
+        sop_class_uid=row["SOPClassUID"],
+        transfer_syntax_uid=row["AvailableTransferSyntaxUID"],
+        number_of_frames=row["NumberOfFrames"],
+        file_key=row["_file_key"],
+    )
+
+
+def study_owner(store: InstanceStore, study: str) -> tuple[str, str] | None:
+    """(source organisation, patient ID) of a stored study, whoever asks; for auditing denials."""
+    rows = store.index.query(Level.STUDY, {"StudyInstanceUID": study}, limit=1)
+    if not rows:
+        return None
+    return str(rows[0]["_source_organisation"]), str(rows[0]["PatientID"] or "")
