@@ -11,7 +11,7 @@ from sqlalchemy import text
 from teleconsult import __version__
 from teleconsult.api.problems import install_problem_handlers
 from teleconsult.api.routes import audit as audit_routes
-from teleconsult.api.routes import auth
+from teleconsult.api.routes import auth, forwarding
 from teleconsult.api.routes import qido as dicomweb_qido
 from teleconsult.api.routes import stow as dicomweb_stow
 from teleconsult.api.routes import wado as dicomweb_wado
@@ -38,6 +38,7 @@ def create_app(settings: Settings, store: InstanceStore) -> FastAPI:
     app.state.secret_key = load_secret_key(settings)
     install_problem_handlers(app)
     app.include_router(auth.router)
+    app.include_router(forwarding.router)
     app.include_router(audit_routes.router)
     app.include_router(dicomweb_qido.router)
     app.include_router(dicomweb_wado.router)
