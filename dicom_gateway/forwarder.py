@@ -36,17 +36,14 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
-from pynetdicom.transport import AddressInformation, AssociationSocket
 
-from dicom_gateway.sockets import set_no_delay
+from dicom_gateway.sockets import RequestorAE, set_no_delay
 from teleconsult.config import DicomPeer, Settings
 from teleconsult.errors import TeleconsultError
 from teleconsult.storage.outbox import ForwardEntry
 from teleconsult.storage.store import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, InstanceStore
 
 if TYPE_CHECKING:
-    from ssl import SSLContext
-
     from pynetdicom.association import Association
     from pynetdicom.events import Event
 
@@ -71,32 +68,8 @@ def _poll_seconds(settings: Settings) -> float:
     return max(0.05, min(candidates))
 
 
-class _ClosingSocket(AssociationSocket):
-    """An association socket that is closed even when its connect failed.
-
-    pynetdicom 3.0.4 calls ``shutdown()`` on a socket whose connect was
-    refused, which raises, and then skips ``close()``: each attempt on a peer
-    that is down would hold a file descriptor until garbage collection.
-    """
-
-    def _shutdown_socket(self) -> None:
-        sock = self.socket
-        super()._shutdown_socket()
-        if sock is not None:
-            sock.close()  # closing twice is harmless
-
-
-class _ScuAE(AE):
-    def _create_socket(
-        self, assoc: Association, address: AddressInformation, tls_args: tuple[SSLContext, str] | None
-    ) -> AssociationSocket:
-        sock = _ClosingSocket(assoc, address=address)
-        sock.tls_args = tls_args
-        return sock
-
-
 def _build_scu_ae(settings: Settings) -> AE:
-    ae = _ScuAE(ae_title=settings.ae_title)
+    ae = RequestorAE(ae_title=settings.ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     ae.acse_timeout = settings.dicom_acse_timeout

@@ -22,11 +22,13 @@ __all__ = [
     "PATIENT_ROOT_GET",
     "PATIENT_ROOT_MOVE",
     "QUERY_RETRIEVE_SOP_CLASSES",
+    "RESPONSE_CHARSETS",
     "STUDY_ROOT_FIND",
     "STUDY_ROOT_GET",
     "STUDY_ROOT_MOVE",
     "QueryError",
     "QueryRequest",
+    "identifier_value_text",
     "parse_identifier",
     "response_dataset",
 ]
@@ -49,7 +51,7 @@ _STUDY_ROOT = {STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET}
 
 # Character sets a response may be written in: the query's own if it is one
 # of these, else UTF-8 whenever a value is not plain ASCII.
-_RESPONSE_CHARSETS = {"ISO_IR 192", "GB18030", "GBK"}
+RESPONSE_CHARSETS = {"ISO_IR 192", "GB18030", "GBK"}
 
 
 class QueryError(Exception):
@@ -77,7 +79,7 @@ class QueryRequest:
         }
 
 
-def _value_text(ds: Dataset, keyword: str) -> str:
+def identifier_value_text(ds: Dataset, keyword: str) -> str:
     element = ds[keyword]
     if element.VR == "SQ":
         return ""
@@ -123,7 +125,7 @@ def parse_identifier(identifier: Dataset, sop_class_uid: str, *, retrieve: bool 
             if not keyword or keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
                 continue
             requested.append((keyword, str(element.VR)))
-            keys[keyword] = _value_text(identifier, keyword)
+            keys[keyword] = identifier_value_text(identifier, keyword)
     except Exception as exc:
         raise QueryError(0xC000, "Identifier cannot be parsed") from exc
     if retrieve:
@@ -151,7 +153,7 @@ def response_dataset(request: QueryRequest, row: dict[str, Any], retrieve_ae_tit
         attribute = ATTRIBUTES.get(keyword)
         known = attribute is not None and attribute.level.depth <= request.level.depth
         values[keyword] = row.get(keyword) if known else None
-    if request.charset in _RESPONSE_CHARSETS:
+    if request.charset in RESPONSE_CHARSETS:
         ds.SpecificCharacterSet = request.charset
     elif not all(_is_ascii(value) for value in values.values()):
         ds.SpecificCharacterSet = "ISO_IR 192"

@@ -4,6 +4,7 @@
     ├── InvalidInstanceError        the data set cannot be stored as sent (Cxxx / 400)
     │   ├── InvalidUIDError         a UID is missing or not a valid UID
     │   └── SOPClassMismatchError   data set and context disagree (A900 / 400)
+    ├── InvalidWorklistItemError    a worklist item cannot be created as given (400)
     ├── NotFoundError               no such object (404)
     ├── ConflictError               it exists already (409)
     ├── AuthenticationError         no valid credentials (401)
@@ -22,6 +23,7 @@ __all__ = [
     "IndexUnavailableError",
     "InvalidInstanceError",
     "InvalidUIDError",
+    "InvalidWorklistItemError",
     "NotFoundError",
     "SOPClassMismatchError",
     "StorageFullError",
@@ -58,6 +60,11 @@ class InvalidUIDError(InvalidInstanceError):
 class SOPClassMismatchError(InvalidInstanceError):
     code = "sop-class-mismatch"
     dimse_status = 0xA900  # Error: data set does not match SOP class
+
+
+class InvalidWorklistItemError(TeleconsultError):
+    code = "invalid-worklist-item"
+    http_status = 400
 
 
 class NotFoundError(TeleconsultError):

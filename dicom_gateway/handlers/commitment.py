@@ -35,21 +35,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, build_role, evt
+from pynetdicom import build_role, evt
 from pynetdicom.pdu_primitives import A_RELEASE
-from pynetdicom.transport import AssociationSocket
 
-from dicom_gateway.sockets import set_no_delay
+from dicom_gateway.sockets import RequestorAE, set_no_delay
 from teleconsult.domain.uids import check_uid
 from teleconsult.errors import TeleconsultError
 from teleconsult.storage.store import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 if TYPE_CHECKING:
-    from ssl import SSLContext
-
     from pynetdicom.association import Association
     from pynetdicom.events import Event
-    from pynetdicom.transport import AddressInformation
 
     from dicom_gateway.ae import GatewayContext
     from teleconsult.config import DicomPeer
@@ -485,36 +481,12 @@ def _send_paused(assoc: Association, event_type: int, information: Dataset, time
     return _delivery(status, str(information.TransactionUID), assoc.requestor.ae_title)
 
 
-class _ClosingSocket(AssociationSocket):
-    """An association socket that is closed even when its connect was refused.
-
-    pynetdicom 3.0.4 calls ``shutdown()`` on a socket that never connected,
-    which raises, and then skips ``close()``: every retry on a switched-off
-    device would leak a file descriptor until garbage collection.
-    """
-
-    def _shutdown_socket(self) -> None:
-        sock = self.socket
-        super()._shutdown_socket()
-        if sock is not None:
-            sock.close()  # closing twice is harmless
-
-
-class _ReportingAE(AE):
-    def _create_socket(
-        self, assoc: Association, address: AddressInformation, tls_args: tuple[SSLContext, str] | None
-    ) -> AssociationSocket:
-        sock = _ClosingSocket(assoc, address=address)
-        sock.tls_args = tls_args
-        return sock
-
-
 def _send_on_new_association(
     context: GatewayContext, peer: DicomPeer, event_type: int, information: Dataset
 ) -> _Delivery:
     """Report on an association we open, proposing the SCP role (PS3.4 J.3.3.1.3)."""
     settings = context.settings
-    ae = _ReportingAE(ae_title=settings.ae_title)
+    ae = RequestorAE(ae_title=settings.ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     ae.connection_timeout = settings.dicom_acse_timeout  # a switched-off device must fail fast

@@ -25,7 +25,7 @@ from pydicom.valuerep import PersonName
 from dicom_gateway.handlers.find import handle_find
 
 # Same package: the identifier reading and response character sets of C-FIND.
-from dicom_gateway.query import _RESPONSE_CHARSETS, QueryError, _value_text
+from dicom_gateway.query import RESPONSE_CHARSETS, QueryError, identifier_value_text
 from teleconsult.errors import TeleconsultError
 from teleconsult.storage.worklist import MATCHING_KEYWORDS, WorklistItem, query_items
 
@@ -98,7 +98,7 @@ def _read_keys(
         if not keyword or keyword in _IGNORED or keyword == _SPS:
             continue
         requested.append((keyword, str(element.VR)))
-        value = _value_text(ds, keyword)
+        value = identifier_value_text(ds, keyword)
         if keyword in supported:
             keys[keyword] = value
         elif value and value != "*":
@@ -152,7 +152,7 @@ def _response_charset(request_charset: str | None, texts: list[str]) -> str | No
     queries are answered in kind; any other query gets ISO_IR 192 as soon as a
     value is not plain ASCII (a GBK query with a name outside GBK too).
     """
-    if request_charset in _RESPONSE_CHARSETS:
+    if request_charset in RESPONSE_CHARSETS:
         codec = _CODECS[request_charset]
         try:
             for text in texts:

@@ -25,12 +25,22 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, FromClause, Select, and_, func, or_, select, true
 from sqlalchemy.sql.elements import Label
 
 from teleconsult.storage.tables import Instance, Patient, Series, Study
 
-__all__ = ["ATTRIBUTES", "AttributeKind", "Level", "build_query", "supported_keywords", "wildcard_to_like"]
+__all__ = [
+    "ATTRIBUTES",
+    "AttributeKind",
+    "Level",
+    "build_query",
+    "match_person_name",
+    "match_range",
+    "match_text",
+    "supported_keywords",
+    "wildcard_to_like",
+]
 
 _patients = Patient.__table__
 _studies = Study.__table__
@@ -141,13 +151,13 @@ def _has_wildcard(value: str) -> bool:
     return "*" in value or "?" in value
 
 
-def _match_text(column: Any, value: str) -> ColumnElement[bool]:
+def match_text(column: Any, value: str) -> ColumnElement[bool]:
     if _has_wildcard(value):
         return column.like(wildcard_to_like(value), escape="\\")  # type: ignore[no-any-return]
     return column == value  # type: ignore[no-any-return]
 
 
-def _match_range(column: Any, value: str) -> ColumnElement[bool]:
+def match_range(column: Any, value: str) -> ColumnElement[bool]:
     if "-" not in value:
         return column == value.strip()  # type: ignore[no-any-return]
     low, _, high = value.partition("-")
@@ -160,22 +170,25 @@ def _match_range(column: Any, value: str) -> ColumnElement[bool]:
     return and_(*conditions)
 
 
-def _match_person_name(value: str) -> ColumnElement[bool]:
-    groups = (
-        _patients.c.patient_name_alphabetic,
-        _patients.c.patient_name_ideographic,
-        _patients.c.patient_name_phonetic,
-    )
+def match_person_name(value: str, groups: Sequence[Any]) -> ColumnElement[bool]:
+    """PN matching over the (alphabetic, ideographic, phonetic) group columns given."""
     if "=" in value:
         parts = value.split("=")
         conditions = [
-            _match_text(func.upper(column), part.upper())
+            match_text(func.upper(column), part.upper())
             for column, part in zip(groups, parts, strict=False)
             if part and part != "*"
         ]
-        return and_(*conditions) if conditions else _patients.c.pk.is_not(None)
+        return and_(*conditions) if conditions else true()
     pattern = value.upper()
-    return or_(*(_match_text(func.upper(column), pattern) for column in groups))
+    return or_(*(match_text(func.upper(column), pattern) for column in groups))
+
+
+_PATIENT_NAME_GROUPS = (
+    _patients.c.patient_name_alphabetic,
+    _patients.c.patient_name_ideographic,
+    _patients.c.patient_name_phonetic,
+)
 
 
 def _condition(attribute: Attribute, value: str) -> ColumnElement[bool] | None:
@@ -185,30 +198,30 @@ def _condition(attribute: Attribute, value: str) -> ColumnElement[bool] | None:
     column = attribute.column
     kind = attribute.kind
     if kind is AttributeKind.PERSON_NAME:
-        return _match_person_name(value)
+        return match_person_name(value, _PATIENT_NAME_GROUPS)
     if kind is AttributeKind.UID:
         uids = [uid.strip() for uid in value.split("\\") if uid.strip()]
         return column.in_(uids) if len(uids) > 1 else column == uids[0]  # type: ignore[no-any-return]
     if kind is AttributeKind.CODE:
         codes = [code.strip() for code in value.split("\\") if code.strip()]
         if len(codes) > 1:
-            return or_(*(_match_text(column, code) for code in codes))
-        return _match_text(column, codes[0])
+            return or_(*(match_text(column, code) for code in codes))
+        return match_text(column, codes[0])
     if kind is AttributeKind.MODALITIES:
         codes = [code.strip() for code in value.split("\\") if code.strip()]
         return _studies.c.pk.in_(
-            select(_series.c.study_pk).where(or_(*(_match_text(_series.c.modality, code) for code in codes)))
+            select(_series.c.study_pk).where(or_(*(match_text(_series.c.modality, code) for code in codes)))
         )
     if kind in (AttributeKind.DATE, AttributeKind.TIME):
-        return _match_range(column, value)
+        return match_range(column, value)
     if kind is AttributeKind.INTEGER:
         try:
             return column == int(value)  # type: ignore[no-any-return]
         except ValueError:
             return column.is_(None) & column.is_not(None)  # matches nothing
     if kind is AttributeKind.TEXT_CI:
-        return _match_text(func.upper(column), value.upper())
-    return _match_text(column, value)
+        return match_text(func.upper(column), value.upper())
+    return match_text(column, value)
 
 
 def _counts(level: Level, wanted: Iterable[str]) -> list[Label[Any]]:

@@ -30,12 +30,12 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
 from teleconsult.domain.instances import person_name_groups
 from teleconsult.domain.uids import check_uid, generate_uid
-from teleconsult.errors import NotFoundError, TeleconsultError
+from teleconsult.errors import InvalidWorklistItemError, NotFoundError
 from teleconsult.storage.index import Index
 
 # The private helpers are imported on purpose: one implementation of DICOM
 # matching, so a worklist query and a C-FIND answer a pattern alike.
-from teleconsult.storage.matching import AttributeKind, _match_range, _match_text
+from teleconsult.storage.matching import AttributeKind, match_person_name, match_range, match_text
 from teleconsult.storage.tables import WorklistEntry
 
 __all__ = [
@@ -54,13 +54,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _worklist = WorklistEntry.__table__
-
-
-class InvalidWorklistItemError(TeleconsultError):
-    """A worklist item cannot be created as given (HTTP 400)."""
-
-    code = "invalid-worklist-item"
-    http_status = 400
 
 
 class WorklistStatus(StrEnum):
@@ -418,23 +411,11 @@ def query_items(
         return [_item(row) for row in conn.execute(stmt)]
 
 
-def _match_person_name(value: str) -> ColumnElement[bool]:
-    """As C-FIND's person name matching, on the worklist's component group columns."""
-    groups = (
-        _worklist.c.patient_name_alphabetic,
-        _worklist.c.patient_name_ideographic,
-        _worklist.c.patient_name_phonetic,
-    )
-    if "=" in value:
-        parts = value.split("=")
-        conditions = [
-            _match_text(func.upper(column), part.upper())
-            for column, part in zip(groups, parts, strict=False)
-            if part and part != "*"
-        ]
-        return and_(*conditions) if conditions else _worklist.c.pk.is_not(None)
-    pattern = value.upper()
-    return or_(*(_match_text(func.upper(column), pattern) for column in groups))
+_NAME_GROUPS = (
+    _worklist.c.patient_name_alphabetic,
+    _worklist.c.patient_name_ideographic,
+    _worklist.c.patient_name_phonetic,
+)
 
 
 def _condition(keyword: str, value: str) -> ColumnElement[bool] | None:
@@ -444,17 +425,17 @@ def _condition(keyword: str, value: str) -> ColumnElement[bool] | None:
         return None
     kind, column = entry
     if kind is AttributeKind.PERSON_NAME:
-        return _match_person_name(value)
+        return match_person_name(value, _NAME_GROUPS)
     if kind in (AttributeKind.UID, AttributeKind.CODE):
         values = [v.strip() for v in value.split("\\") if v.strip()]
         if kind is AttributeKind.UID:
             return column.in_(values)  # type: ignore[no-any-return]
-        return or_(*(_match_text(column, v) for v in values))
+        return or_(*(match_text(column, v) for v in values))
     if kind in (AttributeKind.DATE, AttributeKind.TIME):
-        return _match_range(column, value)
+        return match_range(column, value)
     if kind is AttributeKind.TEXT_CI:
-        return _match_text(func.upper(column), value.upper())
-    return _match_text(column, value)
+        return match_text(func.upper(column), value.upper())
+    return match_text(column, value)
 
 
 def _aware(value: datetime | None) -> datetime | None:

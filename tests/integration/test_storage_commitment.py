@@ -160,6 +160,13 @@ def _store_with_storescu(gateway: RunningGateway, folder: Path, count: int) -> l
     return references
 
 
+def _wait_for_log(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in caplog.text:
+        assert time.monotonic() < deadline, f"no log line {text!r} in:\n{caplog.text}"
+        time.sleep(0.05)
+
+
 def _uids(sequence: Any) -> list[tuple[str, str]]:
     return [(str(item.ReferencedSOPClassUID), str(item.ReferencedSOPInstanceUID)) for item in sequence]
 
@@ -190,9 +197,9 @@ def test_report_on_the_requesting_association(
     assert _uids([failed]) == [unknown]
     assert failed.FailureReason == 0x0112
     assert device.reports.empty()
-    assert (
-        f"storage commitment report {transaction} sent to {DEVICE} on the requesting association"
-        in caplog.text
+    # logged by the gateway once the device has answered: may come a moment after the report
+    _wait_for_log(
+        caplog, f"storage commitment report {transaction} sent to {DEVICE} on the requesting association"
     )
 
 
@@ -283,10 +290,7 @@ def test_unreachable_device_is_retried(
     assoc = device.associate(gateway.port)
     assert device.request(assoc, stored, transaction) == 0x0000
     assoc.release()
-    deadline = time.monotonic() + 20
-    while "not delivered (attempt 1); next in 0.5 s" not in caplog.text:
-        assert time.monotonic() < deadline, caplog.text
-        time.sleep(0.05)
+    _wait_for_log(caplog, "not delivered (attempt 1); next in 0.5 s")
     device.serve(port)  # the device comes back
 
     report = device.report()
