@@ -21,6 +21,9 @@ from teleconsult.events import Event, EventBus
 from teleconsult.storage.index import normalise_database_url
 from teleconsult.storage.store import InstanceStore
 
+# Fixtures of real peers, shared by several test modules.
+pytest_plugins = ["tests.orthanc"]
+
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
@@ -135,11 +138,11 @@ class RunningGateway:
 def start(make_settings, bus: EventBus) -> Iterator[Callable[..., RunningGateway]]:  # type: ignore[no-untyped-def]
     started: list[RunningGateway] = []
 
-    def _start(**overrides: object) -> RunningGateway:
+    def _start(port: int = 0, **overrides: object) -> RunningGateway:
         settings = make_settings(**overrides)
         store = InstanceStore(settings, bus)
         store.open()
-        server = start_gateway(settings, store, host="127.0.0.1", port=0)
+        server = start_gateway(settings, store, host="127.0.0.1", port=port)
         running = RunningGateway(settings, store, server)
         started.append(running)
         return running

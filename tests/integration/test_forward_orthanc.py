@@ -7,18 +7,10 @@ re-sent ones included (Orthanc itself would silently keep one copy), so
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import socket
 import subprocess
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
-import pytest
 from pydicom.uid import generate_uid
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -29,8 +21,8 @@ from teleconsult.storage.outbox import ForwardStatus
 from teleconsult.storage.store import InstanceStore
 from tests.conftest import require_tool
 from tests.factories import make_ecg, make_image, write_part10
+from tests.orthanc import DCMTK_ENV, Orthanc, wait_for
 
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 TOWN_DEVICE = {"ae_title": "TOWNUS", "host": "127.0.0.1", "port": 104, "organisation": "TOWN01"}
 OTHER_TOWN = {"ae_title": "STORESCU", "host": "127.0.0.1", "port": 104, "organisation": "TOWN02"}
 # Short timers: a study is stable after 0.2 s, retries start at 0.2 s.
@@ -39,129 +31,6 @@ FAST = {
     "dicom_forward_retry_base_seconds": 0.2,
     "dicom_forward_max_retry_seconds": 0.5,
 }
-
-_LUA = """
-function ReceivedInstanceFilter(dicom, origin, info)
-   local log = io.open({path}, "a")
-   log:write(dicom.SOPInstanceUID, " ", origin["RemoteAet"] or "", "\\n")
-   log:close()
-   return true
-end
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class Orthanc:
-    """One Orthanc on loopback; stop and start it again on the same storage."""
-
-    def __init__(self, binary: str, root: Path) -> None:
-        root.mkdir()
-        self.binary = binary
-        self.root = root
-        self.dicom_port = _free_port()
-        self.http_port = _free_port()
-        self.received_log = root / "received.log"
-        lua = root / "count.lua"
-        lua.write_text(_LUA.replace("{path}", json.dumps(str(self.received_log))))
-        self.config = root / "orthanc.json"
-        self.config.write_text(
-            json.dumps(
-                {
-                    "Name": "test-pacs",
-                    "StorageDirectory": str(root / "storage"),
-                    "IndexDirectory": str(root / "index"),
-                    "DicomAet": "ORTHANC",
-                    "DicomPort": self.dicom_port,
-                    "HttpPort": self.http_port,
-                    "DicomServerEnabled": True,
-                    "RemoteAccessAllowed": False,
-                    "AuthenticationEnabled": False,
-                    "DicomCheckCalledAet": False,
-                    "DicomAlwaysAllowStore": True,
-                    "DicomModalities": {},
-                    "Plugins": [],
-                    "LuaScripts": [str(lua)],
-                }
-            )
-        )
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.root / "orthanc.log", "ab") as log:  # the child keeps its own copy
-            self.process = subprocess.Popen(
-                [self.binary, str(self.config)], env=DCMTK_ENV, stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"Orthanc exited: {(self.root / 'orthanc.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/system", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("Orthanc did not answer /system in time")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        self.process = None
-
-    def instances(self) -> dict[str, str]:
-        """SOP Instance UID -> Orthanc id of every stored instance."""
-        ids = httpx.get(f"{self.url}/instances", timeout=10).json()
-        return {
-            httpx.get(f"{self.url}/instances/{id_}", timeout=10).json()["MainDicomTags"][
-                "SOPInstanceUID"
-            ]: id_
-            for id_ in ids
-        }
-
-    def data_set_sha256(self, orthanc_id: str) -> str:
-        raw = httpx.get(f"{self.url}/instances/{orthanc_id}/file", timeout=10).content
-        meta_end = 144 + int.from_bytes(raw[140:144], "little")
-        return hashlib.sha256(raw[meta_end:]).hexdigest()
-
-    def received(self) -> Counter[tuple[str, str]]:
-        """(SOP Instance UID, calling AE title) -> how often Orthanc received it."""
-        if not self.received_log.exists():
-            return Counter()
-        pairs = (line.split(" ", 1) for line in self.received_log.read_text().splitlines())
-        return Counter((uid, calling_ae_title) for uid, calling_ae_title in pairs)
-
-
-@pytest.fixture
-def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
-    # The Debian package installs it in /usr/sbin, often not on a user's PATH.
-    binary = "/usr/sbin/Orthanc" if os.access("/usr/sbin/Orthanc", os.X_OK) else require_tool("Orthanc")
-    server = Orthanc(binary, tmp_path / "orthanc")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _storescu(port: int, calling_ae_title: str, files: list[Path], *options: str) -> None:
@@ -246,7 +115,7 @@ def test_instances_are_forwarded_to_orthanc_once_and_byte_identical(
         _storescu(gateway.server_address[1], "TOWNUS", [*images[1:], ecg])
         _storescu(gateway.server_address[1], "TOWNUS", [compressed], "-xt")  # propose JPEG-LS
         _storescu(gateway.server_address[1], "STORESCU", not_routed)
-        _wait_for(lambda: store.outbox.counts()["sent"] == 4, "4 instances forwarded")
+        wait_for(lambda: store.outbox.counts()["sent"] == 4, "4 instances forwarded")
         in_orthanc = orthanc.instances()
         sent = _sop_instance_uids(store)
         assert store.outbox.counts() == {"pending": 0, "sending": 0, "sent": 4, "failed": 0}
@@ -283,7 +152,7 @@ def test_queue_holds_through_an_outage_and_a_restart_then_delivers_everything_on
         assert gateway is not None
         port = gateway.server_address[1]
         _storescu(port, "TOWNUS", _study_files(tmp_path / "a", 2, prefix="a"))
-        _wait_for(lambda: store.outbox.counts()["sent"] == 2, "study A forwarded")
+        wait_for(lambda: store.outbox.counts()["sent"] == 2, "study A forwarded")
 
         orthanc.stop()
         _storescu(port, "TOWNUS", _study_files(tmp_path / "b", 2, prefix="b"))
@@ -296,7 +165,7 @@ def test_queue_holds_through_an_outage_and_a_restart_then_delivers_everything_on
                 for e in waiting
             )
 
-        _wait_for(held_with_reasons, "rows pending with growing attempts and the reason")
+        wait_for(held_with_reasons, "rows pending with growing attempts and the reason")
 
         # teleconsult restarts: everything in memory is gone.
         forwarder.stop()
@@ -314,7 +183,7 @@ def test_queue_holds_through_an_outage_and_a_restart_then_delivers_everything_on
         forwarder.start()
 
         orthanc.start()
-        _wait_for(lambda: store.outbox.counts()["sent"] == 7, "the backlog delivered after Orthanc is back")
+        wait_for(lambda: store.outbox.counts()["sent"] == 7, "the backlog delivered after Orthanc is back")
 
         entries = store.outbox.list_entries(limit=None)
         assert store.outbox.counts() == {"pending": 0, "sending": 0, "sent": 7, "failed": 0}
