@@ -35,7 +35,9 @@ def problem(request: Request, status: int, title: str, detail: str, code: str, *
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(TeleconsultError)
     async def _ours(request: Request, exc: TeleconsultError) -> JSONResponse:
-        if isinstance(exc, AuthenticationError | PermissionDeniedError):
+        if isinstance(exc, AuthenticationError | PermissionDeniedError) and not getattr(
+            request.state, "audited", False
+        ):
             # Refused attempts are part of the trail, not only what succeeded.
             await run_in_threadpool(
                 audit_request, request, "access", AuditOutcome.DENIED, detail=exc.message[:200]

@@ -102,6 +102,7 @@ class Index:
         # are never deleted, so a cached pk stays valid across processes.
         self._series_cache: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._local = threading.local()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -113,24 +114,29 @@ class Index:
         lock = self._write_lock
         if lock is not None:
             lock.acquire()
+        # Series keys found or created in this transaction reach the shared
+        # cache only after the commit: another association must never insert
+        # against a series row that is not committed (or is rolled back).
+        pending: dict[str, tuple[int, int]] = {}
+        self._local.pending = pending
         try:
             with self.engine.begin() as conn:
                 if self.dialect == "sqlite":
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
                 yield conn
-        except BaseException as exc:
-            # A rolled-back transaction may have cached keys of rows that
-            # never committed: forget them all (failures are rare).
-            with self._cache_lock:
-                self._series_cache.clear()
-            if isinstance(exc, OperationalError):
-                raise IndexUnavailableError(
-                    f"the index at {self.engine.url.render_as_string(hide_password=True)} "
-                    f"cannot be written ({type(exc.orig).__name__}); retry later",
-                    comment="Index unavailable; resend later",
-                ) from exc
-            raise
+            if pending:
+                with self._cache_lock:
+                    self._series_cache.update(pending)
+                    while len(self._series_cache) > 4096:
+                        self._series_cache.popitem(last=False)
+        except OperationalError as exc:
+            raise IndexUnavailableError(
+                f"the index at {self.engine.url.render_as_string(hide_password=True)} "
+                f"cannot be written ({type(exc.orig).__name__}); retry later",
+                comment="Index unavailable; resend later",
+            ) from exc
         finally:
+            self._local.pending = None
             if lock is not None:
                 lock.release()
 
@@ -261,10 +267,7 @@ class Index:
                 .where(_studies.c.pk == row.study_pk)
                 .values(modalities_in_study=modalities[:128], updated_at=now)
             )
-        with self._cache_lock:
-            self._series_cache[attrs.series_instance_uid] = (row.pk, row.study_pk)
-            while len(self._series_cache) > 4096:
-                self._series_cache.popitem(last=False)
+        self._local.pending[attrs.series_instance_uid] = (row.pk, row.study_pk)
         return row.pk, row.study_pk
 
     def _ensure_study(

@@ -224,7 +224,7 @@ def _condition(attribute: Attribute, value: str) -> ColumnElement[bool] | None:
     return match_text(column, value)
 
 
-def _counts(level: Level, wanted: Iterable[str]) -> list[Label[Any]]:
+def _counts(level: Level, wanted: Iterable[str], organisations: Sequence[str] | None) -> list[Label[Any]]:
     labels: list[Label[Any]] = []
     joined_instances = _instances.join(_series, _instances.c.series_pk == _series.c.pk)
     for keyword in wanted:
@@ -250,6 +250,9 @@ def _counts(level: Level, wanted: Iterable[str]) -> list[Label[Any]]:
             )
         else:
             continue
+        if keyword.startswith("NumberOfPatientRelated") and organisations is not None:
+            # A patient's counts include only the studies the caller may see.
+            q = q.where(_studies.c.source_organisation.in_(organisations))
         if ATTRIBUTES[keyword].level.depth <= level.depth:
             labels.append(q.scalar_subquery().label(keyword))
     return labels
@@ -287,7 +290,7 @@ def build_query(
         for keyword, attribute in ATTRIBUTES.items()
         if attribute.column is not None and attribute.level.depth <= level.depth
     ]
-    columns += _counts(level, wanted)
+    columns += _counts(level, wanted, organisations)
     if level.depth >= 1:
         columns.append(_studies.c.source_organisation.label("_source_organisation"))
     if level.depth >= 3:

@@ -389,3 +389,23 @@ def test_worklist_queries_are_audited_and_scoped(gateway: RunningGateway, tmp_pa
     assert (row["action"], row["outcome"]) == ("query", "success")
     assert row["resource"] == "C-FIND WORKLIST 1.2.840.10008.5.1.4.31"
     assert row["detail"] == "WORKLIST level, 1 matches; keys: ScheduledProcedureStepSequence.Modality=US"
+
+
+def test_refusal_over_the_association_limit_is_a_failure(
+    start: Callable[..., RunningGateway], move_port: int
+) -> None:
+    running = start(dicom_peers=_peers(move_port), dicom_max_associations=1)
+    ae = AE(ae_title="TOWNUS")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    first = ae.associate("127.0.0.1", running.port, ae_title="TELECONSULT")
+    assert first.is_established
+    try:
+        second = AE(ae_title="TOWN02PACS")
+        second.add_requested_context("1.2.840.10008.1.1")
+        refused = second.associate("127.0.0.1", running.port, ae_title="TELECONSULT")
+        assert refused.is_rejected
+    finally:
+        first.release()
+    (row,) = _audit(running, actor="TOWN02PACS", wait_for=1)
+    assert (row["action"], row["outcome"], row["actor_organisation"]) == ("association", "failure", "TOWN02")
+    assert row["detail"] == "association limit exceeded (transient)"

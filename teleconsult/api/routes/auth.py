@@ -55,6 +55,16 @@ def token(
     else:
         user = identity.authenticate(username, password) if username and password else None
         if user is None:
+            # Record the name that was tried (never the password); the problem
+            # handler then does not record the same refusal a second time.
+            audit_request(
+                request,
+                "login",
+                AuditOutcome.DENIED,
+                actor=username[:64] or "anonymous",
+                detail="wrong credentials",
+            )
+            request.state.audited = True
             raise AuthenticationError("wrong username or password, or the account is disabled")
         # With the user's organisation and role, so their admins see the sign-in.
         signed_in = Principal(username=user.username, role=user.role, organisation=user.organisation)

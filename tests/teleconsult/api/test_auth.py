@@ -106,9 +106,14 @@ def test_identity_store_rules(api: ApiClient) -> None:
         identity.add_user("newuser", PASSWORD, Role.SPECIALIST, "NOWHERE")
     with pytest.raises(ValueError, match="8 characters"):
         identity.add_user("newuser", "short", Role.SPECIALIST, "COUNTY")
-    stored_hash = (
-        api.store.index.engine.connect()
-        .exec_driver_sql("SELECT password_hash FROM users WHERE username='sono1'")
-        .scalar()
-    )
+    with api.store.index.engine.connect() as conn:
+        stored_hash = conn.exec_driver_sql("SELECT password_hash FROM users WHERE username='sono1'").scalar()
     assert stored_hash.startswith("$argon2")
+
+
+def test_failed_sign_in_is_audited_once_with_the_name_tried(api: ApiClient) -> None:
+    api.client.post("/api/auth/token", data={"username": "sono2", "password": "wrong-password"})  # type: ignore[attr-defined]
+    rows = api.client.app.state.audit.query(actor="sono2", outcome="denied")  # type: ignore[attr-defined]
+    assert len(rows) == 1
+    assert rows[0]["action"] == "login"
+    assert "wrong-password" not in str(rows[0])
