@@ -29,8 +29,8 @@ PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
-.venv/bin/ruff check .
-.venv/bin/ruff format --check .
+.venv/bin/ruff check teleconsult dicom_gateway device_adapters tests bench
+.venv/bin/ruff format --check teleconsult dicom_gateway device_adapters tests bench
 
 status=0
 .venv/bin/python -m pytest "$@" || status=$?
