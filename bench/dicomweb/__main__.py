@@ -31,7 +31,7 @@ from bench.dicomweb.measure import (
     measure_raw_read,
     measure_wado,
 )
-from bench.dicomweb.server import BENCH_PASSWORD, BENCH_USER, add_bench_user, teleconsult_http
+from bench.dicomweb.server import BENCH_PASSWORD, BENCH_USER, add_bench_user, analyze, teleconsult_http
 from bench.query.corpus import build_corpus
 from bench.query.datasets import encode_corpus
 from bench.query.load import load_teleconsult
@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, help="queries per kind (default 200, quick 20)")
     parser.add_argument("--threads", type=int, default=4, help="loading threads (default 4)")
     parser.add_argument("--work-dir", type=Path, help="parent of the data directories (default: temp)")
+    parser.add_argument("--no-sqlite", action="store_true", help="only PostgreSQL (needs --database-url)")
     return parser
 
 
@@ -85,6 +86,7 @@ def _run_backend(
     started = time.perf_counter()
     load_teleconsult(corpus, encoded, data_dir, database_url, args.threads)
     load_seconds = time.perf_counter() - started
+    analyze(data_dir, database_url)
     add_bench_user(data_dir, database_url)
     store = InstanceStore(teleconsult_settings(data_dir, database_url))
     store.open()
@@ -140,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(
             stack.enter_context(tempfile.TemporaryDirectory(dir=args.work_dir, prefix="bench-dicomweb-"))
         )
-        backends: list[tuple[str, Path, str | None]] = [("SQLite", work / "sqlite", None)]
+        backends: list[tuple[str, Path, str | None]] = (
+            [] if args.no_sqlite else [("SQLite", work / "sqlite", None)]
+        )
         if args.database_url:
             schema, url = stack.enter_context(postgres_schema(args.database_url))
             backends.append((f"PostgreSQL (schema {schema})", work / "postgresql", url))

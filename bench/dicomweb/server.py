@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.query.servers import HOST, BenchError, teleconsult_settings
 
-__all__ = ["BENCH_PASSWORD", "BENCH_USER", "add_bench_user", "teleconsult_http"]
+__all__ = ["BENCH_PASSWORD", "BENCH_USER", "add_bench_user", "analyze", "teleconsult_http"]
 
 BENCH_USER = "bench"
 BENCH_PASSWORD = "bench-password-not-secret"
@@ -39,6 +39,26 @@ def add_bench_user(data_dir: Path, database_url: str | None) -> None:
             with suppress(ConflictError):  # loading may have created them already
                 identity.add_organisation(code, name, parent)
         identity.add_user(BENCH_USER, BENCH_PASSWORD, "specialist", "COUNTY")
+    finally:
+        store.close()
+
+
+def analyze(data_dir: Path, database_url: str | None) -> None:
+    """Planner statistics after the bulk load, as after any restore.
+
+    Without them PostgreSQL plans the per-study count subqueries of a
+    freshly loaded schema as if the tables were empty (a sequential scan of
+    every instance for each study: 30 s for one year), until autovacuum
+    happens to analyse the tables.
+    """
+    from sqlalchemy import text
+
+    from teleconsult.storage.store import InstanceStore
+
+    store = InstanceStore(teleconsult_settings(data_dir, database_url))
+    try:
+        with store.index.engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
     finally:
         store.close()
 

@@ -225,36 +225,40 @@ def _condition(attribute: Attribute, value: str) -> ColumnElement[bool] | None:
 
 
 def _counts(level: Level, wanted: Iterable[str], organisations: Sequence[str] | None) -> list[Label[Any]]:
+    """Count subqueries over aliased tables, correlated to the outer row's keys.
+
+    Aliases keep the outer query's tables (which at lower levels include
+    series and instances themselves) from being correlated away.
+    """
     labels: list[Label[Any]] = []
-    joined_instances = _instances.join(_series, _instances.c.series_pk == _series.c.pk)
+    st, se, ins = _studies.alias("c_st"), _series.alias("c_se"), _instances.alias("c_in")
+    series_of_study = se.join(st, se.c.study_pk == st.c.pk)
+    instances_of_study = ins.join(se, ins.c.series_pk == se.c.pk).join(st, se.c.study_pk == st.c.pk)
     for keyword in wanted:
-        if keyword == "NumberOfStudyRelatedSeries":
-            q = select(func.count()).select_from(_series).where(_series.c.study_pk == _studies.c.pk)
-        elif keyword == "NumberOfStudyRelatedInstances":
-            q = select(func.count()).select_from(joined_instances).where(_series.c.study_pk == _studies.c.pk)
-        elif keyword == "NumberOfSeriesRelatedInstances":
-            q = select(func.count()).select_from(_instances).where(_instances.c.series_pk == _series.c.pk)
-        elif keyword == "NumberOfPatientRelatedStudies":
-            q = select(func.count()).select_from(_studies).where(_studies.c.patient_pk == _patients.c.pk)
-        elif keyword == "NumberOfPatientRelatedSeries":
-            q = (
-                select(func.count())
-                .select_from(_series.join(_studies, _series.c.study_pk == _studies.c.pk))
-                .where(_studies.c.patient_pk == _patients.c.pk)
-            )
-        elif keyword == "NumberOfPatientRelatedInstances":
-            q = (
-                select(func.count())
-                .select_from(joined_instances.join(_studies, _series.c.study_pk == _studies.c.pk))
-                .where(_studies.c.patient_pk == _patients.c.pk)
-            )
-        else:
+        attribute = ATTRIBUTES.get(keyword)
+        if (
+            attribute is None
+            or attribute.kind is not AttributeKind.COUNT
+            or attribute.level.depth > level.depth
+        ):
             continue
+        if keyword == "NumberOfStudyRelatedSeries":
+            q = select(func.count()).select_from(se).where(se.c.study_pk == _studies.c.pk)
+        elif keyword == "NumberOfStudyRelatedInstances":
+            q = select(func.count()).select_from(ins.join(se, ins.c.series_pk == se.c.pk))
+            q = q.where(se.c.study_pk == _studies.c.pk)
+        elif keyword == "NumberOfSeriesRelatedInstances":
+            q = select(func.count()).select_from(ins).where(ins.c.series_pk == _series.c.pk)
+        elif keyword == "NumberOfPatientRelatedStudies":
+            q = select(func.count()).select_from(st).where(st.c.patient_pk == _patients.c.pk)
+        elif keyword == "NumberOfPatientRelatedSeries":
+            q = select(func.count()).select_from(series_of_study).where(st.c.patient_pk == _patients.c.pk)
+        else:  # NumberOfPatientRelatedInstances
+            q = select(func.count()).select_from(instances_of_study).where(st.c.patient_pk == _patients.c.pk)
         if keyword.startswith("NumberOfPatientRelated") and organisations is not None:
             # A patient's counts include only the studies the caller may see.
-            q = q.where(_studies.c.source_organisation.in_(organisations))
-        if ATTRIBUTES[keyword].level.depth <= level.depth:
-            labels.append(q.scalar_subquery().label(keyword))
+            q = q.where(st.c.source_organisation.in_(organisations))
+        labels.append(q.scalar_subquery().label(keyword))
     return labels
 
 

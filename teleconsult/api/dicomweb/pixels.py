@@ -23,6 +23,7 @@ from pydicom.pixels import pack_bits, pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from teleconsult.api.dicomweb.errors import InvalidRequestError, NotAcceptableError
+from teleconsult.api.dicomweb.multipart import file_chunks
 
 __all__ = ["FrameSource", "all_pixel_bytes", "parse_frame_list"]
 
@@ -101,9 +102,9 @@ class FrameSource:
         """The bytes of one 1-based frame."""
         layout = self.layout
         if layout.frame_size is not None and layout.offset is not None:
-            with open(self.path, "rb") as f:
-                f.seek(layout.offset + (number - 1) * layout.frame_size)
-                yield f.read(layout.frame_size)
+            yield from file_chunks(
+                self.path, layout.offset + (number - 1) * layout.frame_size, layout.frame_size
+            )
             return
         yield _decoded_bytes(pixel_array(self.path, index=number - 1), self.dataset)
 

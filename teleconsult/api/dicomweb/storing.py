@@ -111,6 +111,6 @@ def store_part(
         stored.sop_class_uid,
         stored.sop_instance_uid,
         stored.study_instance_uid,
-        attrs.patient_id,
+        attrs.patient_id if attrs is not None else None,
         stored=stored,
     )

@@ -249,3 +249,23 @@ def test_each_search_is_audited_with_level_and_count(api: ApiClient, community: 
     assert record["outcome"] == "success"
     assert record["patient_id"] == "P1"
     assert record["detail"] == f"{Level.STUDY.value} level, 1 matches"
+
+
+def test_every_dicomweb_route_is_documented(api: ApiClient) -> None:
+    schema = api.client.get("/openapi.json").json()  # type: ignore[attr-defined]
+    operations = {
+        (path, method): operation
+        for path, item in schema["paths"].items()
+        if path.startswith("/dicomweb")
+        for method, operation in item.items()
+    }
+    assert len(operations) == 21  # QIDO 6, WADO 13, STOW 2
+    for (path, method), operation in operations.items():
+        assert operation["summary"], (path, method)
+        assert {"401", "400"} <= set(operation["responses"]), (path, method)
+        success = operation["responses"].get("200")
+        assert success is not None, (path, method)
+        assert success["content"], (path, method)
+    stow = schema["paths"]["/dicomweb/studies"]["post"]
+    assert {"200", "202", "409", "413", "415"} <= set(stow["responses"])
+    assert "multipart/related" in stow["requestBody"]["content"]

@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from teleconsult.config import Settings
 from teleconsult.events import EventBus
-from teleconsult.storage.matching import wildcard_to_like
+from teleconsult.storage.matching import ATTRIBUTES, Level, wildcard_to_like
 from teleconsult.storage.store import InstanceStore
 from tests.factories import encode, make_image
 
@@ -116,3 +116,21 @@ def test_literal_percent_and_underscore_match_only_themselves(populated: Instanc
     assert names == {"100%^Sure"}
     names = {r["PatientName"] for r in populated.index.query("PATIENT", {"PatientName": "Under_*"})}
     assert names == {"Under_Score^X"}
+
+
+@pytest.mark.parametrize("level", ["PATIENT", "STUDY", "SERIES", "IMAGE"])
+def test_every_count_of_this_level_and_above_can_be_returned(populated: InstanceStore, level: str) -> None:
+    counts = [
+        "NumberOfPatientRelatedStudies",
+        "NumberOfPatientRelatedSeries",
+        "NumberOfPatientRelatedInstances",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+        "NumberOfSeriesRelatedInstances",
+    ]
+    rows = populated.index.query(level, {"PatientID": "ID0"}, return_keys=counts)
+    assert len(rows) == 1
+    returned = {key for key in counts if key in rows[0]}
+    expected = {key for key in counts if ATTRIBUTES[key].level.depth <= Level(level).depth}
+    assert returned == expected
+    assert all(rows[0][key] == 1 for key in returned)
