@@ -87,7 +87,8 @@ class Measurement:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.ingest", description=__doc__.splitlines()[0].split(": ", 1)[1]
+        prog="python -m bench.ingest",
+        description="Measure C-STORE ingest of teleconsult against a bare pynetdicom receiver.",
     )
     parser.add_argument("--quick", action="store_true", help="small corpora, one repeat: a smoke run")
     parser.add_argument(

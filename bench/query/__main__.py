@@ -13,6 +13,7 @@ schema) that is removed at the end.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import statistics
@@ -20,8 +21,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -38,6 +39,7 @@ from bench.query.report import (
     environment,
     format_comparison,
     format_corpus,
+    format_echo,
     format_environment,
     format_tuning,
     summarise,
@@ -48,7 +50,20 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 _QUICK_INSTANCES = 5000
 _WARMUP = 3
 
+_PRODUCT_MODULES = (
+    "teleconsult.config",
+    "teleconsult.domain.studies",
+    "teleconsult.storage.index",
+    "teleconsult.storage.matching",
+    "teleconsult.storage.store",
+    "dicom_gateway.query",
+    "dicom_gateway.ae",
+)
+# the organisation tree that scopes queries, where the code has one
+_OPTIONAL_PRODUCT_MODULES = ("teleconsult.domain.identity", "teleconsult.storage.identity")
+
 Results = dict[str, dict[str, list[FindResult]]]  # kind -> server -> one result per run
+_ECHOES = 50
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,12 +154,26 @@ def _measure(clients: Sequence[FindClient], queries: dict[str, list[Query]], war
                 results[kind.name][client.endpoint.name].append(
                     client.find(query.identifier(), query.unique_key)
                 )
-        medians = ", ".join(
-            f"{name} p50 {statistics.median(r.seconds for r in runs) * 1000:.1f} ms"
+        measured = drawn[warmup:]
+        figures = "; ".join(
+            f"{name} {summary.correct}/{summary.runs} correct, p50 {summary.p50_ms:.1f} ms, "
+            f"p95 {summary.p95_ms:.1f} ms"
             for name, runs in results[kind.name].items()
+            for summary in [summarise(measured, runs)]
         )
-        _log(f"{kind.label}: {medians} ({time.monotonic() - started:.0f} s)")
+        _log(f"{kind.label}: {figures} ({time.monotonic() - started:.0f} s)")
     return results
+
+
+def _measure_echo(clients: Sequence[FindClient]) -> dict[str, list[float]]:
+    """C-ECHO round trips, alternating servers: what any request costs before the server does any work."""
+    for client in clients:
+        client.echo()
+    seconds: dict[str, list[float]] = {client.endpoint.name: [] for client in clients}
+    for number in range(_ECHOES):
+        for client in clients if number % 2 == 0 else list(reversed(clients)):
+            seconds[client.endpoint.name].append(client.echo())
+    return seconds
 
 
 def _sql_p50(index: Any, queries: Sequence[Query]) -> float:
@@ -186,6 +215,10 @@ class _Run:
     corpus: Corpus
     loads: list[LoadResult]
     summaries: list[KindSummary]
+    echo: dict[str, list[float]] = field(default_factory=dict)  # server -> C-ECHO seconds
+    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)  # os.getloadavg() around the measurement
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    orthanc_restarts: list[str] = field(default_factory=list)  # Orthanc killed from outside, restarted
     untuned: list[KindSummary] | None = None  # teleconsult alone, before --try-sql
     tuned: list[KindSummary] | None = None  # teleconsult alone, after it
 
@@ -211,12 +244,19 @@ def _measure_servers(
     try:
         with teleconsult_gateway(data_dir, database_url) as endpoint, find_client(endpoint) as teleconsult:
             clients = [teleconsult]
-            with find_client(orthanc.endpoint) if orthanc else _nothing() as orthanc_client:
+            orthanc_context = find_client(orthanc.endpoint, orthanc.ensure_running) if orthanc else _nothing()
+            with orthanc_context as orthanc_client:
                 if orthanc_client is not None:
                     clients.append(orthanc_client)
-                _log("measuring C-FIND")
+                run.load_before = os.getloadavg()
+                _log("measuring C-ECHO and C-FIND")
+                run.echo = _measure_echo(clients)
                 results = _measure(clients, queries, _WARMUP)
+                run.load_after = os.getloadavg()
+                run.orthanc_restarts = list(orthanc.restarts) if orthanc else []
             run.summaries = _summaries(results, queries, _WARMUP, index)
+            # Printed now: a later step (plans, --try-sql) failing must not lose these figures.
+            _print_report(run, args)
             if args.explain:
                 _print_plans(index, queries, "(as loaded)")
             if args.try_sql:
@@ -228,6 +268,7 @@ def _measure_servers(
                     _log(f"applied: {' '.join(statement.split())}")
                 after = _measure([teleconsult], queries, _WARMUP)
                 run.tuned = _summaries(after, queries, _WARMUP, index)
+                print("\n" + format_tuning(run.untuned, run.tuned, str(args.try_sql)), flush=True)
                 if args.explain:
                     _print_plans(index, queries, f"(after {args.try_sql})")
     finally:
@@ -239,11 +280,11 @@ def _nothing() -> Iterator[None]:
     yield None
 
 
-def _benchmark(args: argparse.Namespace, instances: int, runs: int) -> _Run:
-    corpus = build_corpus(instances, args.seed)
+def _benchmark(args: argparse.Namespace) -> _Run:
+    corpus = build_corpus(args.instances, args.seed)
     _log(f"corpus: {corpus.instance_count} instances in {len(corpus.studies)} studies; encoding")
     encoded = list(encode_corpus(corpus))
-    queries = draw_queries(corpus, runs + _WARMUP, args.seed + 1)
+    queries = draw_queries(corpus, args.runs + _WARMUP, args.seed + 1)
     with (
         tempfile.TemporaryDirectory(prefix="bench-query-", dir=args.work_dir) as tmp,
         _index_url(args.database_url) as (database_url, postgres_version),
@@ -281,7 +322,7 @@ def _analyze(data_dir: Path, database_url: str) -> None:
         index.close()
 
 
-def _print_report(run: _Run, args: argparse.Namespace, runs: int) -> None:
+def _print_report(run: _Run, args: argparse.Namespace) -> None:
     corpus = run.corpus
     backend = "SQLite (embedded default)" if args.database_url == "sqlite" else "PostgreSQL"
     print(f"\n# bench.query — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, teleconsult index on {backend}\n")
@@ -298,29 +339,54 @@ def _print_report(run: _Run, args: argparse.Namespace, runs: int) -> None:
         end="\n\n",
     )
     print(
-        f"C-FIND Study Root, pynetdicom SCU, one association per server, {runs} runs per kind "
+        f"C-FIND Study Root, pynetdicom SCU, one association per server, {args.runs} runs per kind "
         f"(+{_WARMUP} warm-up), values drawn from the corpus; tc = teleconsult; "
         "ratio > 1: teleconsult faster\n"
     )
-    print(format_comparison(run.summaries))
-    if run.untuned is not None and run.tuned is not None:
-        print()
-        print(format_tuning(run.untuned, run.tuned, str(args.try_sql)))
+    print(format_echo(run.echo))
+    print(
+        "load average (1/5/15 min) at the start and end of the measurement: "
+        f"{'/'.join(f'{v:.1f}' for v in run.load_before)} and "
+        f"{'/'.join(f'{v:.1f}' for v in run.load_after)}\n"
+    )
+    if run.orthanc_restarts:
+        print(
+            f"Orthanc exited during the measurement and was restarted {len(run.orthanc_restarts)} times "
+            f"({', '.join(run.orthanc_restarts)}); its failed queries count as incorrect runs\n"
+        )
+    print(format_comparison(run.summaries), flush=True)
+
+
+def _import_product() -> None:
+    """Import every teleconsult module the run uses, once, at start.
+
+    The gateway child is forked, not spawned, so it runs this same code: a
+    working tree edited during a 30-minute run cannot change or break it
+    half-way.
+    """
+    for module in _PRODUCT_MODULES:
+        importlib.import_module(module)
+    for module in _OPTIONAL_PRODUCT_MODULES:
+        with suppress(ImportError):
+            importlib.import_module(module)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     _clean_environment()
-    instances = args.instances or (_QUICK_INSTANCES if args.quick else 100_000)
-    runs = args.runs or (20 if args.quick else 50)
+    args.instances = args.instances or (_QUICK_INSTANCES if args.quick else 100_000)
+    args.runs = args.runs or (20 if args.quick else 50)
     started = time.monotonic()
     try:
-        run = _benchmark(args, instances, runs)
+        _import_product()
+        run = _benchmark(args)
+    except ImportError as exc:
+        print(f"FAIL: teleconsult cannot be imported from this working tree: {exc}", file=sys.stderr)
+        return 2
     except BenchError as exc:
         print(f"FAIL: {exc}", file=sys.stderr)
         return 2
-    _print_report(run, args, runs)
     _log(f"done in {time.monotonic() - started:.0f} s")
     everything = run.summaries + (run.untuned or []) + (run.tuned or [])
     wrong = sorted({s.kind.label for s in everything if not s.teleconsult.all_correct})

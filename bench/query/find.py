@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 
 from bench.query.servers import CALLING_AE_TITLE, BenchError, Endpoint
 
@@ -32,8 +35,9 @@ __all__ = ["FindClient", "FindResult", "find_client"]
 logger = logging.getLogger(__name__)
 
 _PENDING = (0xFF00, 0xFF01)
-# Orthanc takes seconds on the larger queries: never let a timeout cut one short.
-_TIMEOUT = 900.0
+# Orthanc takes seconds on the larger queries (FACTS.md: 5 s); a peer killed
+# mid-query is only noticed when this runs out, so not much longer than that.
+_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +65,23 @@ def _no_delay(event: Event) -> None:
 class FindClient:
     """A Study Root C-FIND SCU bound to one server; re-associates if the server drops the link."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, restarted: Callable[[], bool] | None = None) -> None:
         self.endpoint = endpoint
+        # Called before each request: True if the server was restarted (the association is dead).
+        self.restarted = restarted
         self.ae = AE(ae_title=CALLING_AE_TITLE)
         self.ae.add_requested_context(
             StudyRootQueryRetrieveInformationModelFind, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
         )
+        self.ae.add_requested_context(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         self.ae.acse_timeout = 60
         self.ae.dimse_timeout = _TIMEOUT
         self.ae.network_timeout = _TIMEOUT
         self.assoc: Association | None = None
 
     def _associate(self) -> Association:
+        if self.restarted is not None and self.restarted():
+            self.assoc = None
         if self.assoc is not None and self.assoc.is_established:
             return self.assoc
         assoc = self.ae.associate(
@@ -85,6 +94,16 @@ class FindClient:
             raise BenchError(f"{self.endpoint.name} refused the association from {CALLING_AE_TITLE}")
         self.assoc = assoc
         return assoc
+
+    def echo(self) -> float:
+        """Seconds for one C-ECHO: the floor under every request on this association."""
+        assoc = self._associate()
+        started = time.perf_counter()
+        status = assoc.send_c_echo()
+        seconds = time.perf_counter() - started
+        if "Status" not in status or status.Status != 0x0000:
+            raise BenchError(f"{self.endpoint.name} failed a C-ECHO")
+        return seconds
 
     def find(self, identifier: Dataset, unique_key: str) -> FindResult:
         """Send one C-FIND and read every response; failures are returned, not raised."""
@@ -118,8 +137,8 @@ class FindClient:
 
 
 @contextmanager
-def find_client(endpoint: Endpoint) -> Iterator[FindClient]:
-    client = FindClient(endpoint)
+def find_client(endpoint: Endpoint, restarted: Callable[[], bool] | None = None) -> Iterator[FindClient]:
+    client = FindClient(endpoint, restarted)
     try:
         yield client
     finally:

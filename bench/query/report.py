@@ -27,6 +27,7 @@ __all__ = [
     "environment",
     "format_comparison",
     "format_corpus",
+    "format_echo",
     "format_environment",
     "format_tuning",
     "percentile",
@@ -152,6 +153,15 @@ def format_corpus(
             f"holds {load.instances} instances, {load.series} series, {load.studies} studies"
         )
     return "\n".join(lines)
+
+
+def format_echo(echo: dict[str, list[float]]) -> str:
+    """One line: the C-ECHO floor of each server (p50/p95 ms)."""
+    parts = [
+        f"{name} {statistics.median(times) * 1000:.1f} / {percentile(times, 0.95) * 1000:.1f}"
+        for name, times in echo.items()
+    ]
+    return f"C-ECHO round trip p50 / p95 ms ({len(next(iter(echo.values()), []))} each): {', '.join(parts)}"
 
 
 def _ms(value: float | None) -> str:

@@ -2,8 +2,8 @@
 
 Every server listens on 127.0.0.1 only, on a free port, and is stopped by its
 context manager even when the benchmark fails. The teleconsult gateway runs
-in a child process (started with ``start_gateway``, as ``teleconsult serve``
-does), so the measuring client never shares a GIL with it: Orthanc gets its
+in a forked child process (started with ``start_gateway``, as ``teleconsult
+serve`` does), so the measuring client never shares a GIL with it: Orthanc gets its
 own process too, and a client sharing the interpreter with the gateway would
 bill teleconsult for the client's decoding of every response.
 """
@@ -124,14 +124,51 @@ def postgres_schema(database_url: str) -> Iterator[tuple[str, str]]:
 # -- Orthanc -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class OrthancServer:
-    """A running Orthanc: its DICOM endpoint and its REST base URL (loopback, no authentication)."""
+    """A running Orthanc: its DICOM endpoint and REST base URL (loopback, no authentication).
 
-    endpoint: Endpoint
-    http_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    This machine is shared, and an Orthanc killed from outside (``pkill
+    Orthanc`` by a neighbour's test clean-up) once cost a 30-minute run:
+    ``ensure_running`` restarts it on the same storage and index, and
+    ``restarts`` says how often that happened, for the report.
+    """
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        dicom_port, http_port = free_port(), free_port()
+        self.config_path = work_dir / "config.json"
+        self.config_path.write_text(json.dumps(_orthanc_config(work_dir, dicom_port, http_port), indent=2))
+        self.log_path = work_dir / "orthanc.log"
+        self.endpoint = Endpoint("orthanc", HOST, dicom_port, ORTHANC_AE_TITLE)
+        self.http_url = f"http://{HOST}:{http_port}"
+        self.restarts: list[str] = []
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "TCP_NODELAY": "1"}
+        with open(self.log_path, "ab") as log:
+            process = subprocess.Popen(
+                [ORTHANC_BINARY, str(self.config_path)],
+                env=env,
+                cwd=self.work_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_http(self.http_url + "/system", process, self.log_path)
+        return process
+
+    def ensure_running(self) -> bool:
+        """Restart Orthanc if it exited; True if it had to."""
+        code = self.process.poll()
+        if code is None:
+            return False
+        self.restarts.append(f"exit code {code}")
+        logger.warning("Orthanc exited with code %s during the run; restarting it on the same data", code)
+        self.process = self._start()
+        return True
+
+    def stop(self) -> None:
+        _stop(self.process)
 
     def get_json(self, path: str) -> Any:
         with urllib.request.urlopen(self.http_url + path, timeout=60) as response:
@@ -195,23 +232,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def orthanc_server(work_dir: Path) -> Iterator[OrthancServer]:
     """Orthanc with its data in ``work_dir`` (removed afterwards), TCP_NODELAY=1 in its environment."""
     work_dir.mkdir(parents=True)
-    dicom_port, http_port = free_port(), free_port()
-    config_path = work_dir / "config.json"
-    config_path.write_text(json.dumps(_orthanc_config(work_dir, dicom_port, http_port), indent=2))
-    log_path = work_dir / "orthanc.log"
-    env = {**os.environ, "TCP_NODELAY": "1"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [ORTHANC_BINARY, str(config_path)], env=env, cwd=work_dir, stdout=log, stderr=subprocess.STDOUT
-        )
+    server: OrthancServer | None = None
     try:
-        http_url = f"http://{HOST}:{http_port}"
-        _wait_http(http_url + "/system", process, log_path)
-        yield OrthancServer(
-            Endpoint("orthanc", HOST, dicom_port, ORTHANC_AE_TITLE), http_url, process, log_path
-        )
+        server = OrthancServer(work_dir)
+        yield server
     finally:
-        _stop(process)
+        if server is not None:
+            server.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
@@ -259,7 +286,8 @@ def _gateway_main(data_dir: str, database_url: str | None, conn: Connection) -> 
 @contextmanager
 def teleconsult_gateway(data_dir: Path, database_url: str | None) -> Iterator[Endpoint]:
     """The gateway over an already loaded store, in a child process stopped on exit."""
-    context = multiprocessing.get_context("spawn")
+    # fork: the child runs the code this process imported at start (see __main__._import_product)
+    context = multiprocessing.get_context("fork")
     parent, child = context.Pipe()
     process = context.Process(
         target=_gateway_main, args=(str(data_dir), database_url, child), name="teleconsult-gateway"
