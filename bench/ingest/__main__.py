@@ -27,7 +27,7 @@ from typing import NoReturn
 
 from bench.ingest.corpus import CLASS_NAMES, Corpus, ensure_corpus
 from bench.ingest.cpu import CpuUsage, snapshot, usage, wait_until_quiet
-from bench.ingest.receivers import BASELINE, RECEIVERS, TELECONSULT, receiver_session
+from bench.ingest.receivers import BASELINE, RECEIVERS, TELECONSULT, BenchError, receiver_session
 from bench.ingest.report import (
     TARGET_RATIO,
     Row,
@@ -118,8 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quiet-timeout",
         type=float,
-        default=30.0,
-        help="longest wait for a quiet machine per measurement, in seconds; 0 = never wait (default 30)",
+        help="longest wait for a quiet machine per measurement, in seconds; 0 = never wait "
+        "(default 30, quick 0)",
     )
     parser.add_argument(
         "--check-target", action="store_true", help=f"also exit non-zero if a ratio is below {TARGET_RATIO}"
@@ -269,45 +269,54 @@ def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
+def _benchmark(args: argparse.Namespace, classes: Sequence[str], work_dir: Path) -> tuple[int, bool]:
+    """Run every measurement and print the table; returns (exit status, whether to keep the logs)."""
+    repeats = args.repeat if args.repeat is not None else 1 if args.quick else 3
+    quiet_timeout = args.quiet_timeout if args.quiet_timeout is not None else 0.0 if args.quick else 30.0
+    info = environment(args.database_url, work_dir)
+    print(format_environment(info), flush=True)
+    corpora = [ensure_corpus(name, args.corpus_dir, quick=args.quick) for name in classes]
+    for corpus in corpora:
+        size = corpus.total_bytes / 1e6
+        print(f"corpus {corpus.name:5} {corpus.count} instances, {size:.1f} MB in {corpus.root}")
+    print(f"{repeats} run(s) per measurement, median wall time; MB = 10^6 bytes", flush=True)
+    options = RunOptions(repeats, work_dir, args.database_url, args.quiet_threshold, quiet_timeout)
+    measurements = _run_all(corpora, options)
+    rows = _rows(corpora, measurements)
+    print()
+    print(format_table(rows))
+    noisy = sum(1 for m in measurements if m.noisy)
+    print(
+        f"{noisy} of {len(measurements)} measurements NOISY (other processes over "
+        f"{_NOISY_OTHER_CORES} cores); load average after the run: {load_average():.2f}"
+    )
+    print(f"results: {_save(args.results_dir, info, rows, measurements, quick=args.quick)}")
+    if not all(m.ok for m in measurements):
+        print(f"FAIL: some instances were not stored or a run failed; logs kept in {work_dir}")
+        return 1, True
+    below = [row for row in rows if row.ratio is not None and row.ratio < TARGET_RATIO]
+    if below:
+        names = ", ".join(f"{row.class_name}/{row.associations}" for row in below)
+        print(f"below the {TARGET_RATIO}x target: {names}")
+    return (1 if below and args.check_target else 0), False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    repeats = args.repeat if args.repeat is not None else 1 if args.quick else 3
     classes = _classes(args.classes)
     if args.work_dir is not None:
         args.work_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir=args.work_dir))
-    failed = True
+    keep_logs = False
     try:
-        info = environment(args.database_url, work_dir)
-        print(format_environment(info), flush=True)
-        corpora = [ensure_corpus(name, args.corpus_dir, quick=args.quick) for name in classes]
-        for corpus in corpora:
-            size = corpus.total_bytes / 1e6
-            print(f"corpus {corpus.name:5} {corpus.count} instances, {size:.1f} MB in {corpus.root}")
-        print(f"{repeats} run(s) per measurement, median wall time; MB = 10^6 bytes", flush=True)
-        options = RunOptions(repeats, work_dir, args.database_url, args.quiet_threshold, args.quiet_timeout)
-        measurements = _run_all(corpora, options)
-        rows = _rows(corpora, measurements)
-        print()
-        print(format_table(rows))
-        noisy = sum(1 for m in measurements if m.noisy)
-        print(
-            f"{noisy} of {len(measurements)} measurements NOISY (other processes over "
-            f"{_NOISY_OTHER_CORES} cores); load average after the run: {load_average():.2f}"
-        )
-        print(f"results: {_save(args.results_dir, info, rows, measurements, quick=args.quick)}")
-        failed = not all(m.ok for m in measurements)
-        if failed:
-            print("FAIL: some instances were not stored or a run failed; logs kept in", work_dir)
-            return 1
-        below = [row for row in rows if row.ratio is not None and row.ratio < TARGET_RATIO]
-        if below:
-            names = ", ".join(f"{row.class_name}/{row.associations}" for row in below)
-            print(f"below the {TARGET_RATIO}x target: {names}")
-        return 1 if below and args.check_target else 0
+        status, keep_logs = _benchmark(args, classes, work_dir)
+        return status
+    except BenchError as exc:
+        print(f"bench.ingest: {exc}", file=sys.stderr)
+        return 2
     finally:
-        if not failed:
+        if not keep_logs:
             shutil.rmtree(work_dir, ignore_errors=True)
 
 

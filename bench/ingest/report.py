@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+from bench.ingest.receivers import BenchError, libpq_url
 from bench.ingest.send import storescu_version
 
 __all__ = [
@@ -76,12 +77,13 @@ def _database(database_url: str | None) -> str:
         return f"SQLite {sqlite3.sqlite_version} (embedded, WAL, synchronous=FULL)"
     import psycopg
 
-    from bench.ingest.receivers import libpq_url
-
-    with psycopg.connect(libpq_url(database_url)) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    server = row[0] if row else "unknown"
     host = database_url.split("@")[-1].split("?")[0]
+    try:
+        with psycopg.connect(libpq_url(database_url), connect_timeout=10) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+    except psycopg.Error as exc:
+        raise BenchError(f"cannot use the database at {host}: {exc}") from exc
+    server = row[0] if row else "unknown"
     return f"PostgreSQL {server} at {host}"
 
 
