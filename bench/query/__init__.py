@@ -1,0 +1,1 @@
+"""C-FIND latency of teleconsult against Orthanc on one synthetic county archive; see README.md."""

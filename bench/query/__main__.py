@@ -31,16 +31,18 @@ from typing import Any, NoReturn
 from bench.query.corpus import Corpus, build_corpus
 from bench.query.datasets import EncodedInstance, encode_corpus
 from bench.query.explain import INDEX_TABLES, apply_sql, explain, index_query_seconds, query_scope
-from bench.query.find import FindClient, FindResult, find_client
+from bench.query.find import FindClient, FindResult, find_client, findscu
 from bench.query.load import LoadResult, load_orthanc_rest, load_orthanc_storescu, load_teleconsult
 from bench.query.queries import KINDS, Query, draw_queries
 from bench.query.report import (
+    FindscuSummary,
     KindSummary,
     environment,
     format_comparison,
     format_corpus,
     format_echo,
     format_environment,
+    format_findscu,
     format_tuning,
     summarise,
 )
@@ -87,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--orthanc-senders", type=int, default=4, help="parallel senders loading Orthanc")
     parser.add_argument("--no-orthanc", action="store_true", help="measure teleconsult alone")
+    parser.add_argument(
+        "--findscu-runs",
+        type=int,
+        default=10,
+        help="also time this many queries of each kind through DCMTK findscu, one process each (0: skip)",
+    )
     parser.add_argument("--explain", action="store_true", help="print the plan of one query of each kind")
     parser.add_argument(
         "--try-sql",
@@ -176,6 +184,27 @@ def _measure_echo(clients: Sequence[FindClient]) -> dict[str, list[float]]:
     return seconds
 
 
+def _measure_findscu(
+    endpoints: Sequence[Any], queries: dict[str, list[Query]], runs: int
+) -> tuple[dict[str, float], list[FindscuSummary]]:
+    """findscu start-up floor per server, then ``runs`` queries of each kind, alternating servers."""
+    no_match = Query(KINDS[0], {"StudyInstanceUID": "2.25.1"}, frozenset())
+    floor = {
+        endpoint.name: statistics.median(findscu(endpoint, no_match)[0] for _ in range(10)) * 1000
+        for endpoint in endpoints
+    }
+    summaries = []
+    for kind in KINDS:
+        chosen = queries[kind.name][_WARMUP : _WARMUP + runs]
+        timings: dict[str, list[tuple[float, int]]] = {endpoint.name: [] for endpoint in endpoints}
+        for number, query in enumerate(chosen):
+            for endpoint in endpoints if number % 2 == 0 else list(reversed(endpoints)):
+                timings[endpoint.name].append(findscu(endpoint, query))
+        summaries.append(FindscuSummary.of(kind, chosen, timings))
+        _log(f"findscu {kind.label}: done")
+    return floor, summaries
+
+
 def _sql_p50(index: Any, queries: Sequence[Query]) -> float:
     scope = query_scope(index)
     return statistics.median(index_query_seconds(index, q, scope) for q in queries) * 1000
@@ -257,6 +286,13 @@ def _measure_servers(
             run.summaries = _summaries(results, queries, _WARMUP, index)
             # Printed now: a later step (plans, --try-sql) failing must not lose these figures.
             _print_report(run, args)
+            if args.findscu_runs > 0:
+                endpoints = [endpoint, *([orthanc.endpoint] if orthanc else [])]
+                if orthanc:
+                    orthanc.ensure_running()
+                _log("measuring with DCMTK findscu")
+                floor, findscu_summaries = _measure_findscu(endpoints, queries, args.findscu_runs)
+                print("\n" + format_findscu(floor, findscu_summaries, args.findscu_runs), flush=True)
             if args.explain:
                 _print_plans(index, queries, "(as loaded)")
             if args.try_sql:

@@ -81,14 +81,20 @@ class Query:
         """The keyword whose values ``expected_uids`` holds."""
         return "SeriesInstanceUID" if self.kind.level == "SERIES" else "StudyInstanceUID"
 
-    def identifier(self) -> Dataset:
-        """The Study Root identifier: return keys empty, matching keys set, UTF-8 declared."""
-        ds = Dataset()
-        ds.SpecificCharacterSet = "ISO_IR 192"
-        ds.QueryRetrieveLevel = self.kind.level
+    def identifier_keys(self) -> list[tuple[str, str]]:
+        """(keyword, value) of every identifier element in order: return keys empty, matching keys set."""
         keywords = _SERIES_RETURN_KEYS if self.kind.level == "SERIES" else _STUDY_RETURN_KEYS
-        for keyword in keywords:
-            setattr(ds, keyword, self.keys.get(keyword, ""))
+        return [
+            ("SpecificCharacterSet", "ISO_IR 192"),
+            ("QueryRetrieveLevel", self.kind.level),
+            *((keyword, self.keys.get(keyword, "")) for keyword in keywords),
+        ]
+
+    def identifier(self) -> Dataset:
+        """The Study Root identifier, UTF-8 declared."""
+        ds = Dataset()
+        for keyword, value in self.identifier_keys():
+            setattr(ds, keyword, value)
         return ds
 
 

@@ -22,6 +22,7 @@ from bench.query.queries import Query, QueryKind
 from bench.query.servers import ORTHANC_BINARY
 
 __all__ = [
+    "FindscuSummary",
     "KindSummary",
     "Summary",
     "environment",
@@ -29,6 +30,7 @@ __all__ = [
     "format_corpus",
     "format_echo",
     "format_environment",
+    "format_findscu",
     "format_tuning",
     "percentile",
     "summarise",
@@ -82,6 +84,50 @@ class KindSummary:
     teleconsult: Summary
     orthanc: Summary | None
     sql_p50_ms: float | None  # teleconsult's Index.query alone, in the benchmark process
+
+
+@dataclass(frozen=True, slots=True)
+class FindscuSummary:
+    """One kind of query through DCMTK findscu: p50 and correct counts per server."""
+
+    kind: QueryKind
+    p50_ms: dict[str, float]
+    correct: dict[str, int]
+    runs: int
+
+    @classmethod
+    def of(
+        cls, kind: QueryKind, queries: Sequence[Query], timings: dict[str, list[tuple[float, int]]]
+    ) -> FindscuSummary:
+        return cls(
+            kind=kind,
+            p50_ms={name: statistics.median(s for s, _ in runs) * 1000 for name, runs in timings.items()},
+            correct={
+                name: sum(count == q.expected for (_, count), q in zip(runs, queries, strict=True))
+                for name, runs in timings.items()
+            },
+            runs=len(queries),
+        )
+
+
+def format_findscu(floor: dict[str, float], summaries: Sequence[FindscuSummary], runs: int) -> str:
+    """The cross-check with a C++ client: p50 per kind, one findscu process per query."""
+    names = list(floor)
+    header = ["query", *(f"{n} p50 ms" for n in names), *(f"{n} correct" for n in names)]
+    if len(names) == 2:
+        header.append("p50 ratio o/tc")
+    rows = []
+    for s in summaries:
+        row = [s.kind.label, *(_ms(s.p50_ms[n]) for n in names), *(f"{s.correct[n]}/{s.runs}" for n in names)]
+        if len(names) == 2:
+            row.append(f"{s.p50_ms[names[1]] / s.p50_ms[names[0]]:.1f}")
+        rows.append(row)
+    floors = ", ".join(f"{name} {value:.0f} ms" for name, value in floor.items())
+    return (
+        f"DCMTK findscu cross-check, {runs} queries of each kind, one process per query (TCP_NODELAY=1); "
+        f"times include process start-up, association and release; a no-match query takes: {floors}\n"
+        + _table(header, rows)
+    )
 
 
 def _run(command: Sequence[str]) -> str:
