@@ -10,6 +10,7 @@ pynetdicom answers "local limit exceeded" (transient), so a device retries.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -139,8 +140,31 @@ def _handle_requested(event: Event, context: GatewayContext) -> None:
     logger.info("association requested by %s (%s)", calling, address)
 
 
-def build_ae(settings: Settings) -> AE:
-    ae = AE(ae_title=settings.ae_title)
+class _SharedPortServer(ThreadedAssociationServer):
+    """A server whose port other gateway processes bind too (SO_REUSEPORT).
+
+    The kernel spreads new connections over every process listening on the
+    port, so several processes, each with its own GIL, accept associations.
+    """
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+class GatewayAE(AE):
+    """pynetdicom's AE, optionally listening on a port shared with other processes."""
+
+    share_port = False
+
+    def make_server(self, *args: Any, **kwargs: Any) -> Any:
+        if self.share_port:
+            kwargs["server_class"] = _SharedPortServer
+        return super().make_server(*args, **kwargs)
+
+
+def build_ae(settings: Settings) -> GatewayAE:
+    ae = GatewayAE(ae_title=settings.ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     ae.maximum_associations = settings.dicom_max_associations
@@ -165,11 +189,21 @@ def build_ae(settings: Settings) -> AE:
 
 
 def start_gateway(
-    settings: Settings, store: InstanceStore, *, host: str | None = None, port: int | None = None
+    settings: Settings,
+    store: InstanceStore,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    share_port: bool = False,
 ) -> ThreadedAssociationServer:
-    """Start the DICOM server in its own threads; stop it with ``.shutdown()``."""
+    """Start the DICOM server in its own threads; stop it with ``.shutdown()``.
+
+    ``share_port`` lets other gateway processes listen on the same port
+    (``dicom_gateway.workers``).
+    """
     context = GatewayContext(settings=settings, store=store)
     ae = build_ae(settings)
+    ae.share_port = share_port
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, set_no_delay),
         (evt.EVT_REQUESTED, _handle_requested, [context]),

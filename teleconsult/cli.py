@@ -6,8 +6,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from teleconsult import __version__
+from teleconsult import __version__, metrics
 from teleconsult.config import Settings, settings_help
 from teleconsult.domain.identity import Role
 from teleconsult.domain.studies import StudyQuery
@@ -168,11 +170,19 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from dicom_gateway.ae import start_gateway
     from dicom_gateway.forwarder import Forwarder
+    from dicom_gateway.workers import GatewayWorkers
     from teleconsult.api.app import create_app
 
+    processes = 1 if args.no_dicom else settings.gateway_processes()
+    metrics_dir = None
+    if processes > 1:
+        # Before anything is counted: every gateway process's counts reach /metrics.
+        metrics_dir = Path(tempfile.mkdtemp(prefix="teleconsult-metrics-"))
+        metrics.enable_multiprocess(metrics_dir)
     store = _open_store(settings)
     gateway = None
     forwarder = None
+    workers = None
 
     def _stop(signum: int, _frame: Any) -> None:
         raise SystemExit(0)
@@ -183,7 +193,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _stop)
     try:
         if not args.no_dicom:
-            gateway = start_gateway(settings, store)
+            gateway = start_gateway(settings, store, share_port=processes > 1)
+            if processes > 1:
+                host, port = gateway.server_address[:2]
+                workers = GatewayWorkers(settings, host=host, port=port, count=processes - 1)
+                workers.start()
             # The C-STORE SCU side: works the forwarding queue the store fills.
             forwarder = Forwarder(settings, store)
             forwarder.start()
@@ -199,9 +213,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         if forwarder is not None:
             forwarder.stop()
+        if workers is not None:
+            workers.stop()
         if gateway is not None:
             gateway.shutdown()
         store.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         logger.info("stopped")
     return 0
 

@@ -9,6 +9,7 @@ delimiter into variables that hospitals already script against.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -160,6 +161,15 @@ class Settings(BaseSettings):
         "UNKNOWN",
         description="Organisation recorded for instances from unknown peers in open mode.",
     )
+    dicom_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description=(
+            "Gateway processes sharing the DICOM port (SO_REUSEPORT, Linux); one process uses "
+            "about one core. 0 = one per CPU this process may run on."
+        ),
+    )
     dicom_max_associations: int = Field(
         32, ge=1, le=1024, description="Concurrent associations; more are rejected (transient)."
     )
@@ -305,6 +315,15 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    def gateway_processes(self) -> int:
+        """How many gateway processes ``serve`` runs (``dicom_workers``, 0 = one per usable CPU)."""
+        if self.dicom_workers:
+            return self.dicom_workers
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
 
     def peer(self, ae_title: str) -> DicomPeer | None:
         stripped = ae_title.strip()

@@ -37,6 +37,7 @@ from bench.ingest.report import (
     load_average,
 )
 from bench.ingest.send import send_corpus
+from teleconsult.config import Settings
 
 _HERE = Path(__file__).resolve().parent
 _ASSOCIATIONS = (1, 4)
@@ -54,6 +55,7 @@ class RunOptions:
     database_url: str | None
     quiet_threshold: float
     quiet_timeout: float
+    workers: int = 1  # teleconsult's gateway processes
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default 30, quick 0)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="teleconsult's gateway processes (TELECONSULT_DICOM_WORKERS); default 0: the shipped "
+        "default, one per CPU",
+    )
+    parser.add_argument(
         "--check-target", action="store_true", help=f"also exit non-zero if a ratio is below {TARGET_RATIO}"
     )
     return parser
@@ -146,7 +155,7 @@ def _measure(
     cpu: CpuUsage | None = None
     run_dir = options.work_dir / f"{corpus.name}-{associations}-{receiver}-{repeat}"
     try:
-        with receiver_session(receiver, run_dir, options.database_url) as session:
+        with receiver_session(receiver, run_dir, options.database_url, options.workers) as session:
             if options.quiet_timeout > 0:
                 busy = wait_until_quiet(options.quiet_threshold, options.quiet_timeout)
             before = snapshot(session.process.pid)
@@ -274,13 +283,15 @@ def _benchmark(args: argparse.Namespace, classes: Sequence[str], work_dir: Path)
     repeats = args.repeat if args.repeat is not None else 1 if args.quick else 3
     quiet_timeout = args.quiet_timeout if args.quiet_timeout is not None else 0.0 if args.quick else 30.0
     info = environment(args.database_url, work_dir)
+    workers = Settings(dicom_workers=max(0, args.workers)).gateway_processes()
+    info["gateway processes"] = f"{workers} (TELECONSULT_DICOM_WORKERS={max(0, args.workers)})"
     print(format_environment(info), flush=True)
     corpora = [ensure_corpus(name, args.corpus_dir, quick=args.quick) for name in classes]
     for corpus in corpora:
         size = corpus.total_bytes / 1e6
         print(f"corpus {corpus.name:5} {corpus.count} instances, {size:.1f} MB in {corpus.root}")
     print(f"{repeats} run(s) per measurement, median wall time; MB = 10^6 bytes", flush=True)
-    options = RunOptions(repeats, work_dir, args.database_url, args.quiet_threshold, quiet_timeout)
+    options = RunOptions(repeats, work_dir, args.database_url, args.quiet_threshold, quiet_timeout, workers)
     measurements = _run_all(corpora, options)
     rows = _rows(corpora, measurements)
     print()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -48,6 +49,7 @@ _TELECONSULT_AE_TITLE = "TELECONSULT"
 _BASELINE_AE_TITLE = "BASELINE"
 _BASELINE_SCRIPT = Path(__file__).with_name("baseline_scp.py")
 _START_TIMEOUT = 60.0
+_WORKER_SERVING = re.compile(r"gateway worker \d+ serving")
 _STOP_TIMEOUT = 30.0
 _POLL_INTERVAL = 0.02
 
@@ -215,8 +217,21 @@ def _index_url(database_url: str | None) -> Iterator[str | None]:
         yield url
 
 
+def _wait_for_workers(session: Session, workers: int) -> None:
+    """Wait until every extra gateway process listens, so none starts during a measurement."""
+    deadline = time.monotonic() + _START_TIMEOUT
+    while time.monotonic() < deadline:
+        if session.process.poll() is not None:
+            raise BenchError(f"teleconsult exited at start:\n{log_tail(session.log_path)}")
+        text = session.log_path.read_text(errors="replace")
+        if len(_WORKER_SERVING.findall(text)) >= workers - 1:
+            return
+        time.sleep(_POLL_INTERVAL)
+    raise BenchError(f"teleconsult's {workers - 1} worker processes did not start in {_START_TIMEOUT:.0f} s")
+
+
 @contextmanager
-def _teleconsult(run_dir: Path, database_url: str | None) -> Iterator[Session]:
+def _teleconsult(run_dir: Path, database_url: str | None, workers: int) -> Iterator[Session]:
     data_dir = run_dir / "data"
     port = free_port()
     with _index_url(database_url) as index_url:
@@ -232,6 +247,7 @@ def _teleconsult(run_dir: Path, database_url: str | None) -> Iterator[Session]:
         )
         if index_url is not None:
             env["TELECONSULT_DATABASE_URL"] = index_url
+        env["TELECONSULT_DICOM_WORKERS"] = str(workers)
         with _running(
             _teleconsult_command(),
             env,
@@ -240,11 +256,15 @@ def _teleconsult(run_dir: Path, database_url: str | None) -> Iterator[Session]:
             _TELECONSULT_AE_TITLE,
             lambda: _count_indexed(data_dir, index_url),
         ) as session:
+            if workers > 1:
+                _wait_for_workers(session, workers)
             yield session
 
 
 @contextmanager
-def receiver_session(name: str, run_dir: Path, database_url: str | None) -> Iterator[Session]:
+def receiver_session(
+    name: str, run_dir: Path, database_url: str | None, workers: int = 1
+) -> Iterator[Session]:
     """Start receiver ``name`` in the empty directory ``run_dir``; remove its data afterwards.
 
     Its working directory is ``run_dir``, so a ``.env`` file where the
@@ -256,7 +276,7 @@ def receiver_session(name: str, run_dir: Path, database_url: str | None) -> Iter
             with _baseline(run_dir) as session:
                 yield session
         elif name == TELECONSULT:
-            with _teleconsult(run_dir, database_url) as session:
+            with _teleconsult(run_dir, database_url, workers) as session:
                 yield session
         else:
             raise ValueError(f"unknown receiver {name!r}")

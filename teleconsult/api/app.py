@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from teleconsult import __version__
+from teleconsult import metrics as service_metrics
 from teleconsult.api.problems import install_problem_handlers
 from teleconsult.api.routes import audit as audit_routes
 from teleconsult.api.routes import auth, forwarding
@@ -18,6 +18,7 @@ from teleconsult.api.routes import wado as dicomweb_wado
 from teleconsult.audit import AuditLog
 from teleconsult.config import Settings
 from teleconsult.errors import IndexUnavailableError
+from teleconsult.metrics import CONTENT_TYPE_LATEST
 from teleconsult.security import load_secret_key
 from teleconsult.storage.identity import IdentityStore
 from teleconsult.storage.store import InstanceStore
@@ -55,6 +56,6 @@ def create_app(settings: Settings, store: InstanceStore) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(service_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
-from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
@@ -56,6 +55,7 @@ _KEYWORDS = (
     "NumberOfFrames",
 )
 _TAGS = [Tag(keyword) for keyword in _KEYWORDS]
+_KEYWORD_TAGS = tuple(zip(_KEYWORDS, _TAGS, strict=True))
 _UID_KEYWORDS = frozenset({"SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"})
 
 # pydicom 3.0 decodes ISO 2022 IR 58 with Python's gb2312 codec, which keeps
@@ -121,17 +121,17 @@ def person_name_groups(value: Any) -> tuple[str, str, str, str]:
     )
 
 
-def _text(ds: Dataset, keyword: str, max_length: int = 64) -> str:
-    value = ds.get(keyword)
-    if value is None:
+def _text(values: dict[str, Any], keyword: str, max_length: int = 64) -> str:
+    value = values.get(keyword)
+    if value is None or value == "":
         return ""
     if not isinstance(value, str) and hasattr(value, "__iter__"):
         value = "\\".join(str(v) for v in value)
     return _clean(str(value))[:max_length]
 
 
-def _integer(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword)
+def _integer(values: dict[str, Any], keyword: str) -> int | None:
+    value = values.get(keyword)
     if value is None or value == "":
         return None
     try:
@@ -141,18 +141,8 @@ def _integer(ds: Dataset, keyword: str) -> int | None:
     return number if -(2**31) <= number < 2**31 else None
 
 
-def _raw_uid(ds: Dataset, keyword: str) -> str | None:
-    """A UID value as sent, checked by us rather than by pydicom's validators."""
-    element = ds.get_item(keyword)
-    if element is None:
-        return None
-    value = element.value
-    if isinstance(value, bytes):
-        return value.decode("ascii", "replace")
-    return None if value is None else str(value)
-
-
-def _read_header(data: bytes, transfer_syntax_uid: str) -> Dataset:
+def _read_header(data: bytes, transfer_syntax_uid: str) -> dict[str, Any]:
+    """Keyword -> value of the indexed attributes present in ``data``."""
     if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
         # Only the header is needed: inflate a bounded prefix, never the whole
         # (possibly hostile) stream.
@@ -187,18 +177,28 @@ def _read_header(data: bytes, transfer_syntax_uid: str) -> Dataset:
             stop_when=stop_when,
             specific_tags=_TAGS,
         )
-        # Decoding is lazy in pydicom: touch every value now so a broken one
+        # Decoding is lazy in pydicom: decode every value now so a broken one
         # fails here, as a clear refusal, rather than later in the index.
-        for keyword in _KEYWORDS:
-            if keyword not in _UID_KEYWORDS:
-                ds.get(keyword)
+        # UIDs stay raw: they are checked by check_uid, not pydicom.
+        values: dict[str, Any] = {}
+        for keyword, tag in _KEYWORD_TAGS:
+            if tag not in ds:
+                continue
+            if keyword in _UID_KEYWORDS:
+                value = ds.get_item(tag).value
+                if isinstance(value, bytes):
+                    values[keyword] = value.decode("ascii", "replace")
+                elif value is not None:
+                    values[keyword] = str(value)
+            else:
+                values[keyword] = ds[tag].value
     except InvalidInstanceError:
         raise
     except Exception as exc:  # pydicom raises many types on corrupt input
         raise InvalidInstanceError(
             f"data set cannot be parsed: {exc}"[:300], comment="Data set cannot be parsed"
         ) from exc
-    return ds
+    return values
 
 
 def read_instance_attributes(
@@ -220,9 +220,9 @@ def read_instance_attributes(
         The data set cannot be parsed, or its SOP Instance UID differs from
         the one the command announced.
     """
-    ds = _read_header(data, transfer_syntax_uid)
-    sop_class_uid = check_uid(_raw_uid(ds, "SOPClassUID"), "SOP Class UID")
-    sop_instance_uid = check_uid(_raw_uid(ds, "SOPInstanceUID"), "SOP Instance UID")
+    values = _read_header(data, transfer_syntax_uid)
+    sop_class_uid = check_uid(values.get("SOPClassUID"), "SOP Class UID")
+    sop_instance_uid = check_uid(values.get("SOPInstanceUID"), "SOP Instance UID")
     if expected_sop_class_uid is not None and sop_class_uid != expected_sop_class_uid:
         raise SOPClassMismatchError(
             f"data set SOP Class UID {sop_class_uid} differs from the negotiated {expected_sop_class_uid}",
@@ -234,39 +234,39 @@ def read_instance_attributes(
             f"command's {expected_sop_instance_uid}",
             comment="Data set SOP Instance UID differs from the command's",
         )
-    name, alphabetic, ideographic, phonetic = person_name_groups(ds.get("PatientName"))
-    referring, *_ = person_name_groups(ds.get("ReferringPhysicianName"))
-    charset = ds.get("SpecificCharacterSet") or ""
+    name, alphabetic, ideographic, phonetic = person_name_groups(values.get("PatientName"))
+    referring, *_ = person_name_groups(values.get("ReferringPhysicianName"))
+    charset = values.get("SpecificCharacterSet") or ""
     if not isinstance(charset, str):
         charset = "\\".join(charset)
     return InstanceAttributes(
         sop_class_uid=sop_class_uid,
         sop_instance_uid=sop_instance_uid,
-        study_instance_uid=check_uid(_raw_uid(ds, "StudyInstanceUID"), "Study Instance UID"),
-        series_instance_uid=check_uid(_raw_uid(ds, "SeriesInstanceUID"), "Series Instance UID"),
+        study_instance_uid=check_uid(values.get("StudyInstanceUID"), "Study Instance UID"),
+        series_instance_uid=check_uid(values.get("SeriesInstanceUID"), "Series Instance UID"),
         transfer_syntax_uid=transfer_syntax_uid,
         specific_character_set=charset,
-        patient_id=_text(ds, "PatientID"),
-        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
+        patient_id=_text(values, "PatientID"),
+        issuer_of_patient_id=_text(values, "IssuerOfPatientID"),
         patient_name=name[:324],
         patient_name_alphabetic=alphabetic[:324],
         patient_name_ideographic=ideographic[:324],
         patient_name_phonetic=phonetic[:324],
-        patient_birth_date=_text(ds, "PatientBirthDate", 8),
-        patient_sex=_text(ds, "PatientSex", 16),
-        study_date=_text(ds, "StudyDate", 8),
-        study_time=_text(ds, "StudyTime", 16),
-        accession_number=_text(ds, "AccessionNumber", 16),
-        study_id=_text(ds, "StudyID", 16),
-        study_description=_text(ds, "StudyDescription"),
+        patient_birth_date=_text(values, "PatientBirthDate", 8),
+        patient_sex=_text(values, "PatientSex", 16),
+        study_date=_text(values, "StudyDate", 8),
+        study_time=_text(values, "StudyTime", 16),
+        accession_number=_text(values, "AccessionNumber", 16),
+        study_id=_text(values, "StudyID", 16),
+        study_description=_text(values, "StudyDescription"),
         referring_physician_name=referring[:324],
-        institution_name=_text(ds, "InstitutionName"),
-        series_date=_text(ds, "SeriesDate", 8),
-        series_time=_text(ds, "SeriesTime", 16),
-        modality=_text(ds, "Modality", 16),
-        series_number=_integer(ds, "SeriesNumber"),
-        series_description=_text(ds, "SeriesDescription"),
-        body_part_examined=_text(ds, "BodyPartExamined", 16),
-        instance_number=_integer(ds, "InstanceNumber"),
-        number_of_frames=_integer(ds, "NumberOfFrames"),
+        institution_name=_text(values, "InstitutionName"),
+        series_date=_text(values, "SeriesDate", 8),
+        series_time=_text(values, "SeriesTime", 16),
+        modality=_text(values, "Modality", 16),
+        series_number=_integer(values, "SeriesNumber"),
+        series_description=_text(values, "SeriesDescription"),
+        body_part_examined=_text(values, "BodyPartExamined", 16),
+        instance_number=_integer(values, "InstanceNumber"),
+        number_of_frames=_integer(values, "NumberOfFrames"),
     )

@@ -1,10 +1,16 @@
 """DICOM Part 10 files under the data directory, addressed by content.
 
-A file's key is derived from the SHA-256 of its data set (``ab/cd/<digest>.dcm``),
+A file's key is derived from the SHA-256 of its data set (``ab/<digest>.dcm``),
 never from a UID or a name a peer sent: nothing a peer writes can steer a path.
 A write goes to ``tmp/`` first, is fsynced, renamed into place and its
 directory fsynced, so a key that exists always names a complete file. The same
 content sent twice is one file.
+
+The 256 fan-out directories are created (and made durable) once, when the
+store opens, so no C-STORE pays for a ``mkdir`` and the fsync of its parent.
+One level is enough: ext4 and XFS index large directories, and 10 million
+instances make about 40,000 files a directory. Keys of the older two-level
+layout (``ab/cd/<digest>.dcm``) stay readable: the index keeps every key.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from teleconsult.errors import NotFoundError, StorageFullError
@@ -24,11 +32,20 @@ __all__ = ["FileStore", "content_key"]
 logger = logging.getLogger(__name__)
 
 _DICOM_DIR = "dicom"
+_KEY = re.compile(r"[0-9a-f]{2}/(?:[0-9a-f]{2}/)?[0-9a-f]{64}\.dcm")
 _TMP_DIR = "tmp"
 
 
 def content_key(sha256_hex: str) -> str:
-    return f"{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex}.dcm"
+    return f"{sha256_hex[:2]}/{sha256_hex}.dcm"
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -47,14 +64,21 @@ class FileStore:
         self._dicom = self.root / _DICOM_DIR
         self._tmp = self.root / _TMP_DIR
         self._known_dirs: set[Path] = set()
+        # Directory fsyncs run here while the writing thread fsyncs the file.
+        self._syncer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dir-fsync")
 
-    def open(self) -> int:
+    def open(self, *, sweep: bool = True) -> int:
         """Create the directories and sweep temporary files a crash left.
 
-        Returns the number of orphaned temporary files removed.
+        Returns the number of orphaned temporary files removed. A process that
+        joins others already writing to this store (a gateway worker) opens
+        with ``sweep=False``: their temporary files are in use, not orphaned.
         """
         for path in (self.root, self._dicom, self._tmp):
             path.mkdir(parents=True, exist_ok=True)
+        self._make_fan_out()
+        if not sweep:
+            return 0
         swept = 0
         for leftover in self._tmp.iterdir():
             if leftover.is_file():
@@ -64,11 +88,15 @@ class FileStore:
             logger.warning("removed %d unfinished temporary files from %s", swept, self._tmp)
         return swept
 
+    def close(self) -> None:
+        self._syncer.shutdown(wait=True)
+
     def path(self, key: str) -> Path:
-        path = (self._dicom / key).resolve()
-        if self._dicom not in path.parents:
-            raise NotFoundError(f"file key {key!r} is outside the store")
-        return path
+        # Keys are only ever made by content_key (now or in the older
+        # two-level layout); anything else cannot name a file of the store.
+        if _KEY.fullmatch(key) is None:
+            raise NotFoundError(f"file key {key!r} is not a key of this store")
+        return self._dicom / key
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -76,28 +104,41 @@ class FileStore:
     def write(self, key: str, chunks: Iterable[bytes]) -> int:
         """Write ``chunks`` durably under ``key``; return the bytes written.
 
-        If the key already exists the content is the same (keys are digests),
-        so nothing is written again.
+        The file is written under ``tmp/``, renamed into place, and then the
+        file and its directory are fsynced at the same time (two device
+        flushes in parallel instead of one after the other). The caller
+        indexes the file only after this returns, so a crash before both
+        flushes finish leaves at most an unindexed file, which the next
+        write of the same key detects and replaces: an existing file is
+        trusted only if its data set digest matches the key, and is synced
+        again, since its writer may still be waiting for its own flushes.
         """
         final = self.path(key)
-        if final.is_file():
-            return final.stat().st_size
         directory = final.parent
         if directory not in self._known_dirs:
             self._make_dirs(directory)
+        if final.is_file() and self._holds_its_key(key):
+            _fsync_path(final)
+            _fsync_dir(directory)
+            return final.stat().st_size
         temp = self._tmp / f"{uuid.uuid4().hex}.part"
         size = 0
+        renamed = False
         try:
             with open(temp, "xb") as out:
                 for chunk in chunks:
                     out.write(chunk)
                     size += len(chunk)
                 out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, final)
-            _fsync_dir(directory)
+                os.replace(temp, final)
+                renamed = True
+                directory_synced = self._syncer.submit(_fsync_dir, directory)
+                try:
+                    os.fsync(out.fileno())
+                finally:
+                    directory_synced.result()
         except OSError as exc:
-            temp.unlink(missing_ok=True)
+            (final if renamed else temp).unlink(missing_ok=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageFullError(
                     f"no space left in {self.root} while storing {key}; free disk space and resend",
@@ -105,6 +146,12 @@ class FileStore:
                 ) from exc
             raise
         return size
+
+    def _holds_its_key(self, key: str) -> bool:
+        try:
+            return self.data_set_sha256(key) == Path(key).stem
+        except (OSError, NotFoundError):
+            return False
 
     def read(self, key: str) -> bytes:
         try:
@@ -127,6 +174,20 @@ class FileStore:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         return digest.hexdigest()
+
+    def _make_fan_out(self) -> None:
+        created = False
+        for prefix in range(256):
+            directory = self._dicom / f"{prefix:02x}"
+            try:
+                directory.mkdir()
+                created = True
+            except FileExistsError:
+                pass
+            self._known_dirs.add(directory)
+        if created:
+            _fsync_dir(self._dicom)
+            _fsync_dir(self.root)
 
     def _make_dirs(self, directory: Path) -> None:
         missing = []

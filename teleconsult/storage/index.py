@@ -27,7 +27,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Select,
-    and_,
+    bindparam,
     create_engine,
     event,
     func,
@@ -84,6 +84,69 @@ class IndexResult:
     version: int
 
 
+def _bound(table: Any, *, exclude: tuple[str, ...] = ("pk",)) -> dict[str, Any]:
+    return {c.name: bindparam(c.name) for c in table.c if c.name not in exclude}
+
+
+class _WriteStatements:
+    """The statements of the ingest path, built once.
+
+    Building a statement per call (``insert().values(**row)``) and generating
+    its cache key cost more CPU than executing it; these are compiled once
+    per connection dialect and then only executed with parameters.
+    """
+
+    def __init__(self, insert: Callable[[Any], Any]) -> None:
+        self.insert_instance = (
+            insert(_instances).values(_bound(_instances)).on_conflict_do_nothing().returning(_instances.c.pk)
+        )
+        self.lock_instance = (
+            select(_instances.c.pk, _instances.c.sha256, _instances.c.version)
+            .where(_instances.c.sop_instance_uid == bindparam("sop_instance_uid"))
+            .with_for_update()
+        )
+        self.insert_series = (
+            insert(_series).values(_bound(_series)).on_conflict_do_nothing().returning(_series.c.pk)
+        )
+        self.series_by_uid = select(_series.c.pk, _series.c.study_pk, _series.c.modality).where(
+            _series.c.series_instance_uid == bindparam("series_instance_uid")
+        )
+        self.study_by_uid = select(_studies.c.pk, _studies.c.modalities_in_study).where(
+            _studies.c.study_instance_uid == bindparam("study_instance_uid")
+        )
+        self.study_modalities = select(_studies.c.modalities_in_study).where(_studies.c.pk == bindparam("pk"))
+        self.update_study_modalities = (
+            update(_studies)
+            .where(_studies.c.pk == bindparam("study_pk"))
+            .values(modalities_in_study=bindparam("modalities"), updated_at=bindparam("now"))
+        )
+        self.insert_study = (
+            insert(_studies).values(_bound(_studies)).on_conflict_do_nothing().returning(_studies.c.pk)
+        )
+        self.insert_patient = (
+            insert(_patients).values(_bound(_patients)).on_conflict_do_nothing().returning(_patients.c.pk)
+        )
+        self.patient_by_key = select(_patients.c.pk, _patients.c.patient_name).where(
+            _patients.c.patient_id == bindparam("patient_id"),
+            _patients.c.issuer_of_patient_id == bindparam("issuer_of_patient_id"),
+        )
+        demographics = (
+            "patient_name",
+            "patient_name_alphabetic",
+            "patient_name_ideographic",
+            "patient_name_phonetic",
+            "patient_birth_date",
+            "patient_sex",
+            "specific_character_set",
+            "updated_at",
+        )
+        self.update_patient = (
+            update(_patients)
+            .where(_patients.c.pk == bindparam("patient_pk"))
+            .values({name: bindparam(f"new_{name}") for name in demographics})
+        )
+
+
 class Index:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalise_database_url(url)
@@ -97,7 +160,7 @@ class Index:
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
-        self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+        self._sql = _WriteStatements(sqlite.insert if self.dialect == "sqlite" else postgresql.insert)
         # series_instance_uid -> (series pk, study pk) of committed rows; rows
         # are never deleted, so a cached pk stays valid across processes.
         self._series_cache: OrderedDict[str, tuple[int, int]] = OrderedDict()
@@ -152,16 +215,15 @@ class Index:
         ``on_indexed`` runs inside the same transaction when the instance is
         new or replaced (never for a duplicate), so what it writes (the
         forwarding queue's rows) commits or rolls back with the index row.
+
+        The usual case, a new instance of a known series, is two statements:
+        the series key comes from a cache and the instance row is inserted
+        with ``ON CONFLICT DO NOTHING RETURNING``; a conflict (a re-send)
+        takes the slower path that compares content and keeps versions.
         """
         now = datetime.now(UTC)
+        sql = self._sql
         with self._writing() as conn:
-            current = conn.execute(
-                select(_instances.c.pk, _instances.c.sha256, _instances.c.version)
-                .where(_instances.c.sop_instance_uid == attrs.sop_instance_uid)
-                .with_for_update()
-            ).first()
-            if current is not None and current.sha256 == stored.sha256:
-                return IndexResult(StoreOutcome.DUPLICATE, current.version)
             series_pk, _study_pk = self._ensure_series(conn, attrs, stored, now)
             values = {
                 "series_pk": series_pk,
@@ -177,26 +239,17 @@ class Index:
                 "calling_ae_title": stored.calling_ae_title,
                 "source_organisation": stored.source_organisation,
             }
-            if current is None:
-                inserted = conn.execute(
-                    self._insert(_instances)
-                    .values(sop_instance_uid=attrs.sop_instance_uid, version=1, **values)
-                    .on_conflict_do_nothing()
-                    .returning(_instances.c.pk)
-                ).first()
-                if inserted is not None:
-                    result = IndexResult(StoreOutcome.STORED, 1)
-                    if on_indexed is not None:
-                        on_indexed(conn, attrs, stored, result)
-                    return result
-                # Another association stored the same SOP instance just now.
-                current = conn.execute(
-                    select(_instances.c.pk, _instances.c.sha256, _instances.c.version)
-                    .where(_instances.c.sop_instance_uid == attrs.sop_instance_uid)
-                    .with_for_update()
-                ).one()
-                if current.sha256 == stored.sha256:
-                    return IndexResult(StoreOutcome.DUPLICATE, current.version)
+            inserted = conn.execute(
+                sql.insert_instance, {"sop_instance_uid": attrs.sop_instance_uid, "version": 1, **values}
+            ).first()
+            if inserted is not None:
+                result = IndexResult(StoreOutcome.STORED, 1)
+                if on_indexed is not None:
+                    on_indexed(conn, attrs, stored, result)
+                return result
+            current = conn.execute(sql.lock_instance, {"sop_instance_uid": attrs.sop_instance_uid}).one()
+            if current.sha256 == stored.sha256:
+                return IndexResult(StoreOutcome.DUPLICATE, current.version)
             # New content may correct demographics (a mistyped name re-sent).
             self._ensure_patient(conn, attrs, stored, now)
             previous = conn.execute(select(_instances).where(_instances.c.pk == current.pk)).one()
@@ -238,80 +291,77 @@ class Index:
                 self._series_cache.move_to_end(attrs.series_instance_uid)
         if cached is not None:
             return cached
+        sql = self._sql
         study_pk, modalities = self._ensure_study(conn, attrs, stored, now)
-        conn.execute(
-            self._insert(_series)
-            .values(
-                study_pk=study_pk,
-                series_instance_uid=attrs.series_instance_uid,
-                modality=attrs.modality,
-                series_number=attrs.series_number,
-                series_description=attrs.series_description,
-                series_date=attrs.series_date,
-                series_time=attrs.series_time,
-                body_part_examined=attrs.body_part_examined,
-                source_organisation=stored.source_organisation,
-                created_at=now,
-            )
-            .on_conflict_do_nothing()
-        )
-        row = conn.execute(
-            select(_series.c.pk, _series.c.study_pk, _series.c.modality).where(
-                _series.c.series_instance_uid == attrs.series_instance_uid
-            )
-        ).one()
-        if row.modality and row.modality not in modalities.split("\\"):
-            modalities = "\\".join(sorted(filter(None, [*modalities.split("\\"), row.modality])))
-            conn.execute(
-                update(_studies)
-                .where(_studies.c.pk == row.study_pk)
-                .values(modalities_in_study=modalities[:128], updated_at=now)
-            )
-        self._local.pending[attrs.series_instance_uid] = (row.pk, row.study_pk)
-        return row.pk, row.study_pk
+        series_pk = conn.execute(
+            sql.insert_series,
+            {
+                "study_pk": study_pk,
+                "series_instance_uid": attrs.series_instance_uid,
+                "modality": attrs.modality,
+                "series_number": attrs.series_number,
+                "series_description": attrs.series_description,
+                "series_date": attrs.series_date,
+                "series_time": attrs.series_time,
+                "body_part_examined": attrs.body_part_examined,
+                "source_organisation": stored.source_organisation,
+                "created_at": now,
+            },
+        ).scalar()
+        modality = attrs.modality
+        if series_pk is None:
+            # The series exists (another association, or a series UID a
+            # device reused): it keeps its study and modality.
+            row = conn.execute(sql.series_by_uid, {"series_instance_uid": attrs.series_instance_uid}).one()
+            series_pk, modality = row.pk, row.modality
+            if row.study_pk != study_pk:
+                study_pk = row.study_pk
+                modalities = conn.execute(sql.study_modalities, {"pk": study_pk}).scalar_one()
+        if modality and modality not in modalities.split("\\"):
+            modalities = "\\".join(sorted(filter(None, [*modalities.split("\\"), modality])))
+            changes = {"study_pk": study_pk, "modalities": modalities[:128], "now": now}
+            conn.execute(sql.update_study_modalities, changes)
+        self._local.pending[attrs.series_instance_uid] = (series_pk, study_pk)
+        return series_pk, study_pk
 
     def _ensure_study(
         self, conn: Connection, attrs: InstanceAttributes, stored: IndexedFile, now: datetime
     ) -> tuple[int, str]:
-        row = conn.execute(
-            select(_studies.c.pk, _studies.c.modalities_in_study).where(
-                _studies.c.study_instance_uid == attrs.study_instance_uid
-            )
-        ).first()
+        """(pk, ModalitiesInStudy) of the instance's study, inserted if new."""
+        sql = self._sql
+        row = conn.execute(sql.study_by_uid, {"study_instance_uid": attrs.study_instance_uid}).first()
         if row is not None:
             return row.pk, row.modalities_in_study
         patient_pk = self._ensure_patient(conn, attrs, stored, now)
-        conn.execute(
-            self._insert(_studies)
-            .values(
-                patient_pk=patient_pk,
-                study_instance_uid=attrs.study_instance_uid,
-                study_date=attrs.study_date,
-                study_time=attrs.study_time,
-                accession_number=attrs.accession_number,
-                study_id=attrs.study_id,
-                study_description=attrs.study_description,
-                referring_physician_name=attrs.referring_physician_name,
-                institution_name=attrs.institution_name,
-                modalities_in_study="",
-                source_organisation=stored.source_organisation,
-                specific_character_set=attrs.specific_character_set[:128],
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing()
-        )
-        row = conn.execute(
-            select(_studies.c.pk, _studies.c.modalities_in_study).where(
-                _studies.c.study_instance_uid == attrs.study_instance_uid
-            )
-        ).one()
+        pk = conn.execute(
+            sql.insert_study,
+            {
+                "patient_pk": patient_pk,
+                "study_instance_uid": attrs.study_instance_uid,
+                "study_date": attrs.study_date,
+                "study_time": attrs.study_time,
+                "accession_number": attrs.accession_number,
+                "study_id": attrs.study_id,
+                "study_description": attrs.study_description,
+                "referring_physician_name": attrs.referring_physician_name,
+                "institution_name": attrs.institution_name,
+                "modalities_in_study": "",
+                "source_organisation": stored.source_organisation,
+                "specific_character_set": attrs.specific_character_set[:128],
+                "created_at": now,
+                "updated_at": now,
+            },
+        ).scalar()
+        if pk is not None:
+            return pk, ""
+        # Inserted by another association since the select above.
+        row = conn.execute(sql.study_by_uid, {"study_instance_uid": attrs.study_instance_uid}).one()
         return row.pk, row.modalities_in_study
 
     def _ensure_patient(
         self, conn: Connection, attrs: InstanceAttributes, stored: IndexedFile, now: datetime
     ) -> int:
-        issuer = attrs.issuer_of_patient_id or stored.source_organisation
+        sql = self._sql
         demographics = {
             "patient_name": attrs.patient_name,
             "patient_name_alphabetic": attrs.patient_name_alphabetic,
@@ -321,26 +371,21 @@ class Index:
             "patient_sex": attrs.patient_sex,
             "specific_character_set": attrs.specific_character_set[:128],
         }
-        key = and_(_patients.c.patient_id == attrs.patient_id, _patients.c.issuer_of_patient_id == issuer)
-        row = conn.execute(select(_patients.c.pk, _patients.c.patient_name).where(key)).first()
-        if row is None:
-            conn.execute(
-                self._insert(_patients)
-                .values(
-                    patient_id=attrs.patient_id,
-                    issuer_of_patient_id=issuer,
-                    created_at=now,
-                    updated_at=now,
-                    **demographics,
-                )
-                .on_conflict_do_nothing()
-            )
-            return int(conn.execute(select(_patients.c.pk).where(key)).scalar_one())
+        key = {
+            "patient_id": attrs.patient_id,
+            "issuer_of_patient_id": attrs.issuer_of_patient_id or stored.source_organisation,
+        }
+        pk = conn.execute(
+            sql.insert_patient, {**key, **demographics, "created_at": now, "updated_at": now}
+        ).scalar()
+        if pk is not None:
+            return int(pk)
+        row = conn.execute(sql.patient_by_key, key).one()
         if attrs.patient_name and row.patient_name != attrs.patient_name:
             # The newest study carries the newest demographics (a corrected name).
-            conn.execute(
-                update(_patients).where(_patients.c.pk == row.pk).values(updated_at=now, **demographics)
-            )
+            changes = {"patient_pk": row.pk, "new_updated_at": now}
+            changes.update({f"new_{name}": value for name, value in demographics.items()})
+            conn.execute(sql.update_patient, changes)
         return int(row.pk)
 
     # -- reading -----------------------------------------------------------

@@ -12,45 +12,22 @@ import logging
 import time
 from pathlib import Path
 
-from pydicom.dataset import FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
-
+from teleconsult import metrics
 from teleconsult.config import Settings
-from teleconsult.domain.instances import InstanceAttributes, read_instance_attributes
+from teleconsult.domain.instances import read_instance_attributes
 from teleconsult.domain.studies import StoredInstance, StoreOutcome
 from teleconsult.domain.uids import check_uid
 from teleconsult.errors import NotFoundError, TeleconsultError
 from teleconsult.events import Event, EventBus, EventType
-from teleconsult.metrics import BYTES_STORED, INSTANCES_STORED, STORE_REFUSED, STORE_SECONDS
 from teleconsult.storage.files import FileStore, content_key
 from teleconsult.storage.index import Index, IndexedFile
 from teleconsult.storage.migrate import upgrade
 from teleconsult.storage.outbox import Outbox
+from teleconsult.storage.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, file_meta
 
 __all__ = ["IMPLEMENTATION_CLASS_UID", "IMPLEMENTATION_VERSION_NAME", "InstanceStore"]
 
 logger = logging.getLogger(__name__)
-
-# Fixed for the product (a 2.25 UUID-derived UID, PS3.5 B.2).
-IMPLEMENTATION_CLASS_UID = "2.25.165938410497395939834216788232358624213"
-IMPLEMENTATION_VERSION_NAME = "TELECONSULT_0_1"
-
-
-def _file_meta(attrs: InstanceAttributes) -> bytes:
-    """Deterministic File Meta: the same data set always makes the same file."""
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = attrs.sop_class_uid
-    meta.MediaStorageSOPInstanceUID = attrs.sop_instance_uid
-    meta.TransferSyntaxUID = attrs.transfer_syntax_uid
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    buffer = DicomBytesIO()
-    buffer.is_little_endian = True
-    buffer.is_implicit_VR = False
-    write_file_meta_info(buffer, meta, enforce_standard=True)
-    return b"\x00" * 128 + b"DICM" + buffer.getvalue()
 
 
 class InstanceStore:
@@ -62,14 +39,19 @@ class InstanceStore:
         # The forwarding queue: filled by the index transaction, worked by dicom_gateway.forwarder.
         self.outbox = Outbox(self.index, settings)
 
-    def open(self) -> None:
-        """Create directories, sweep unfinished temp files, migrate the index."""
-        self.files.open()
-        if self.settings.database_auto_migrate:
+    def open(self, *, joining: bool = False) -> None:
+        """Create directories, sweep unfinished temp files, migrate the index.
+
+        ``joining``: another process of this installation opened the store
+        first and may be writing: neither sweep its temporary files nor migrate.
+        """
+        self.files.open(sweep=not joining)
+        if self.settings.database_auto_migrate and not joining:
             upgrade(self.index.engine)
 
     def close(self) -> None:
         self.index.close()
+        self.files.close()
 
     def store_instance(
         self,
@@ -101,12 +83,12 @@ class InstanceStore:
                 expected_sop_instance_uid=expected_sop_instance_uid,
             )
         except TeleconsultError as exc:
-            STORE_REFUSED.labels(exc.code).inc()
+            metrics.STORE_REFUSED.labels(exc.code).inc()
             raise
-        STORE_SECONDS.observe(time.perf_counter() - started)
-        INSTANCES_STORED.labels(stored.outcome.value).inc()
+        metrics.STORE_SECONDS.observe(time.perf_counter() - started)
+        metrics.INSTANCES_STORED.labels(stored.outcome.value).inc()
         if stored.outcome is not StoreOutcome.DUPLICATE:
-            BYTES_STORED.inc(stored.size)
+            metrics.BYTES_STORED.inc(stored.size)
         return stored
 
     def _store_instance(
@@ -128,7 +110,7 @@ class InstanceStore:
         )
         sha256 = hashlib.sha256(data_set).hexdigest()
         key = content_key(sha256)
-        meta = _file_meta(attrs)
+        meta = file_meta(attrs.sop_class_uid, attrs.sop_instance_uid, attrs.transfer_syntax_uid)
         size = self.files.write(key, (meta, data_set))
         result = self.index.put_instance(
             attrs,
