@@ -14,7 +14,9 @@ associations storing the same study never fail on a unique key.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -147,6 +149,19 @@ class _WriteStatements:
         )
 
 
+def _lock_path_for(database: str | None) -> str | None:
+    """A lock file beside a SQLite database, taken around each ingest transaction.
+
+    SQLite lets one writer in at a time and makes the others poll (sleeping
+    1, 2, 5, 10 ... ms between tries); gateway worker processes writing the
+    same database queue on this lock instead and are woken as soon as it is
+    free. In-memory databases belong to one process and need none.
+    """
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    return f"{database}.write-lock"
+
+
 class Index:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalise_database_url(url)
@@ -160,6 +175,8 @@ class Index:
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        self._lock_path = _lock_path_for(self.engine.url.database) if self.dialect == "sqlite" else None
+        self._process_lock: int | None = None
         self._sql = _WriteStatements(sqlite.insert if self.dialect == "sqlite" else postgresql.insert)
         # series_instance_uid -> (series pk, study pk) of committed rows; rows
         # are never deleted, so a cached pk stays valid across processes.
@@ -169,6 +186,9 @@ class Index:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._process_lock is not None:
+            os.close(self._process_lock)
+            self._process_lock = None
 
     # -- writing -----------------------------------------------------------
 
@@ -177,6 +197,14 @@ class Index:
         lock = self._write_lock
         if lock is not None:
             lock.acquire()
+            if self._lock_path is not None:
+                try:
+                    if self._process_lock is None:
+                        self._process_lock = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+                    fcntl.flock(self._process_lock, fcntl.LOCK_EX)
+                except BaseException:
+                    lock.release()
+                    raise
         # Series keys found or created in this transaction reach the shared
         # cache only after the commit: another association must never insert
         # against a series row that is not committed (or is rolled back).
@@ -201,6 +229,8 @@ class Index:
         finally:
             self._local.pending = None
             if lock is not None:
+                if self._process_lock is not None:
+                    fcntl.flock(self._process_lock, fcntl.LOCK_UN)
                 lock.release()
 
     def put_instance(
