@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -164,6 +164,11 @@ class GatewayAE(AE):
 
 
 def build_ae(settings: Settings) -> GatewayAE:
+    # pynetdicom's "standard" logging handlers format every PDU and DIMSE
+    # message (and copy each C-STORE data set to see whether it is empty)
+    # even when its logger is silenced, which it is unless identifiers may be
+    # logged. Process-wide; read when an association binds its handlers.
+    _config.LOG_HANDLER_LEVEL = "standard" if settings.log_dicom_identifiers else "none"
     ae = GatewayAE(ae_title=settings.ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
