@@ -9,6 +9,7 @@ delimiter into variables that hospitals already script against.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -225,6 +226,32 @@ class Settings(BaseSettings):
     access_token_minutes: int = Field(15, ge=1, le=24 * 60, description="Lifetime of an access token.")
     refresh_token_hours: int = Field(12, ge=1, le=24 * 30, description="Lifetime of a refresh token.")
 
+    # consults and reports
+    consult_sla_minutes_critical: int = Field(
+        30, ge=1, description="Minutes from request to signed report for a critical consult."
+    )
+    consult_sla_minutes_stat: int = Field(
+        60, ge=1, description="Minutes from request to signed report for a STAT consult."
+    )
+    consult_sla_minutes_urgent: int = Field(
+        4 * 60, ge=1, description="Minutes from request to signed report for an urgent consult."
+    )
+    consult_sla_minutes_routine: int = Field(
+        48 * 60, ge=1, description="Minutes from request to signed report for a routine consult."
+    )
+    consult_overdue_check_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How often the API process looks for overdue consults and escalates them (0 = never).",
+    )
+    consult_require_performing_signature: bool = Field(
+        True,
+        description=(
+            "A report becomes final only once the township author has signed it as performing "
+            "physician (co-signed reports)."
+        ),
+    )
+
     # log
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["text", "json"] = Field(
@@ -272,6 +299,21 @@ class Settings(BaseSettings):
                     "twice; each peer needs its own AE title"
                 )
             seen.add(peer.ae_title)
+        return self
+
+    @model_validator(mode="after")
+    def _consult_sla_ordered(self) -> Settings:
+        """A more urgent consult never gets a later deadline than a less urgent one."""
+        order = ("critical", "stat", "urgent", "routine")
+        for faster, slower in itertools.pairwise(order):
+            a = getattr(self, f"consult_sla_minutes_{faster}")
+            b = getattr(self, f"consult_sla_minutes_{slower}")
+            if a > b:
+                raise ValueError(
+                    f"TELECONSULT_CONSULT_SLA_MINUTES_{faster.upper()} ({a}) is longer than "
+                    f"TELECONSULT_CONSULT_SLA_MINUTES_{slower.upper()} ({b}); a more urgent consult "
+                    "needs the shorter deadline"
+                )
         return self
 
     @model_validator(mode="after")

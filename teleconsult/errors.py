@@ -5,8 +5,13 @@
     │   ├── InvalidUIDError         a UID is missing or not a valid UID
     │   └── SOPClassMismatchError   data set and context disagree (A900 / 400)
     ├── InvalidWorklistItemError    a worklist item cannot be created as given (400)
+    ├── InvalidConsultError         a consult request or change cannot be made as given (422)
+    ├── InvalidReportError          report content does not fit its template (422)
     ├── NotFoundError               no such object (404)
     ├── ConflictError               it exists already (409)
+    │   ├── ConsultStateError       the consult's state does not allow this (409)
+    │   ├── ReportSignedError       the report is final: only a signed addendum changes it (409)
+    │   └── AlreadySignedError      this signature has been given already (409)
     ├── AuthenticationError         no valid credentials (401)
     ├── PermissionDeniedError       valid credentials without the right (403)
     ├── StorageFullError            the disk or a quota is full (A700 / 507)
@@ -20,11 +25,16 @@ object (a UID, an AE title) and never carry patient name, ID or birth date.
 from __future__ import annotations
 
 __all__ = [
+    "AlreadySignedError",
+    "ConsultStateError",
     "IndexUnavailableError",
+    "InvalidConsultError",
     "InvalidInstanceError",
+    "InvalidReportError",
     "InvalidUIDError",
     "InvalidWorklistItemError",
     "NotFoundError",
+    "ReportSignedError",
     "SOPClassMismatchError",
     "StorageFullError",
     "TeleconsultError",
@@ -67,6 +77,16 @@ class InvalidWorklistItemError(TeleconsultError):
     http_status = 400
 
 
+class InvalidConsultError(TeleconsultError):
+    code = "invalid-consult"
+    http_status = 422
+
+
+class InvalidReportError(TeleconsultError):
+    code = "invalid-report"
+    http_status = 422
+
+
 class NotFoundError(TeleconsultError):
     code = "not-found"
     http_status = 404
@@ -75,6 +95,18 @@ class NotFoundError(TeleconsultError):
 class ConflictError(TeleconsultError):
     code = "conflict"
     http_status = 409
+
+
+class ConsultStateError(ConflictError):
+    code = "consult-state"
+
+
+class ReportSignedError(ConflictError):
+    code = "report-signed"
+
+
+class AlreadySignedError(ConflictError):
+    code = "already-signed"
 
 
 class AuthenticationError(TeleconsultError):

@@ -26,6 +26,21 @@ logger = logging.getLogger(__name__)
 
 class EventType(StrEnum):
     INSTANCE_STORED = "instance.stored"
+    # consults (teleconsult/consults/): each carries consult_id and study_instance_uid (None
+    # for a consult on a patient whose study has not arrived)
+    CONSULT_REQUESTED = "consult.requested"
+    CONSULT_ACCEPTED = "consult.accepted"
+    CONSULT_DECLINED = "consult.declined"
+    CONSULT_CANCELLED = "consult.cancelled"
+    CONSULT_REASSIGNED = "consult.reassigned"
+    CONSULT_REPORTED = "consult.reported"
+    CONSULT_DELIVERED = "consult.delivered"
+    CONSULT_OVERDUE = "consult.overdue"  # data.recipients: who the escalation is addressed to
+    # reports: REPORT_SIGNED when a report becomes final (reviewing signature) or gets a signed
+    # addendum -- the hook that produces outputs (PDF, SR, FHIR); the performing (township)
+    # signature of a version that is not final yet is REPORT_PERFORMING_SIGNED.
+    REPORT_SIGNED = "report.signed"
+    REPORT_PERFORMING_SIGNED = "report.performing_signed"
 
 
 @dataclass(frozen=True, slots=True)

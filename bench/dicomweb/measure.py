@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import statistics
 import time
@@ -22,8 +23,7 @@ __all__ = [
     "Throughput",
     "make_dr",
     "measure_qido",
-    "measure_raw_read",
-    "measure_wado",
+    "measure_transfer",
     "qido_url",
 ]
 
@@ -58,42 +58,53 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
 
 
-def qido_url(query: Query) -> str:
+def qido_url(query: Query, limit: int | None = None) -> str:
     """The QIDO-RS request a viewer makes for one query of the mix (values percent-encoded)."""
     if query.kind.level == "SERIES":
         return f"/dicomweb/studies/{query.keys['StudyInstanceUID']}/series"
-    return "/dicomweb/studies?" + urlencode(query.keys)
+    keys = {**query.keys, "limit": str(limit)} if limit else query.keys
+    return "/dicomweb/studies?" + urlencode(keys)
+
+
+# A viewer's study list asks for one page (OHIF asks for 101 studies): the
+# one-year query is also timed that way, as an extra row.
+PAGE_SIZE = 100
+
+
+def _time_kind(
+    client: httpx.Client, kind: str, label: str, drawn: list[Query], warmup: int, limit: int | None
+) -> LatencyRow:
+    for query in drawn[:warmup]:
+        client.get(qido_url(query, limit)).raise_for_status()
+    times, matches = [], []
+    for query in drawn:
+        started = time.perf_counter()
+        response = client.get(qido_url(query, limit))
+        body = response.content
+        times.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+        count = len(response.json()) if body else 0
+        expected = min(query.expected, limit) if limit else query.expected
+        if count != expected:
+            raise BenchError(f"{qido_url(query, limit)} returned {count} matches, the corpus has {expected}")
+        matches.append(count)
+    return LatencyRow(
+        kind, label, len(drawn), statistics.median(matches), percentile(times, 0.5), percentile(times, 0.95)
+    )
 
 
 def measure_qido(client: httpx.Client, queries: dict[str, list[Query]], warmup: int) -> list[LatencyRow]:
-    """Each query once (after ``warmup`` unmeasured ones per kind); every answer's count is checked."""
+    """Each query once (after ``warmup`` unmeasured ones per kind); every answer's count is checked.
+
+    The one-year kind is run a second time as a viewer's first page
+    (``limit=PAGE_SIZE``), reported as its own row.
+    """
     rows = []
     for kind, drawn in queries.items():
-        for query in drawn[:warmup]:
-            client.get(qido_url(query)).raise_for_status()
-        times, matches = [], []
-        for query in drawn:
-            started = time.perf_counter()
-            response = client.get(qido_url(query))
-            body = response.content
-            times.append((time.perf_counter() - started) * 1000)
-            response.raise_for_status()
-            count = len(response.json()) if body else 0
-            if count != query.expected:
-                raise BenchError(
-                    f"{qido_url(query)} returned {count} matches, the corpus has {query.expected}"
-                )
-            matches.append(count)
-        rows.append(
-            LatencyRow(
-                kind,
-                drawn[0].kind.label,
-                len(drawn),
-                statistics.median(matches),
-                percentile(times, 0.5),
-                percentile(times, 0.95),
-            )
-        )
+        rows.append(_time_kind(client, kind, drawn[0].kind.label, drawn, warmup, None))
+        if kind == "year":
+            label = f"one year, first page (limit={PAGE_SIZE})"
+            rows.append(_time_kind(client, "year_page", label, drawn, warmup, PAGE_SIZE))
     return rows
 
 
@@ -120,45 +131,132 @@ def make_dr(rows: int = 2048, columns: int = 2048) -> Dataset:
     return ds
 
 
-def measure_wado(client: httpx.Client, url: str, expected_bytes: int, runs: int) -> Throughput:
-    """Median time to receive the whole multipart response of one instance (streamed, not parsed)."""
-    seconds = []
-    for run in range(runs + 1):
-        started = time.perf_counter()
-        received = 0
-        with client.stream("GET", url, headers={"Accept": _DICOM}) as response:
-            response.raise_for_status()
-            for chunk in response.iter_raw(1 << 20):
-                received += len(chunk)
-        elapsed = time.perf_counter() - started
-        if received < expected_bytes:
-            raise BenchError(f"WADO-RS sent {received} bytes, the file has {expected_bytes}")
-        if run:  # the first run only warms up
-            seconds.append(elapsed)
-    return Throughput(
-        "WADO-RS retrieve instance (HTTP, multipart)", received / MEGABYTE, runs, statistics.median(seconds)
-    )
+class _RawClient:
+    """The lean consumer: ``http.client`` on one keep-alive connection, the body read 1 MiB at a time.
 
-
-def measure_raw_read(path: Path, runs: int, *, cold: bool) -> Throughput:
-    """Median time to read the stored file in 1 MiB blocks.
-
-    Warm: from the page cache, as WADO-RS reads it in this benchmark. Cold:
-    the file's pages are dropped first (``posix_fadvise(DONTNEED)`` after an
-    ``fsync``), so the read goes to the disk.
+    The same shape as the disk read it is compared with (a loop of 1 MiB
+    reads), so the ratio is about the server, not about the client.
     """
-    seconds = []
-    size = path.stat().st_size
-    for run in range(runs + 1):
-        if cold:
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        started = time.perf_counter()
+
+    name = "http.client"
+
+    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
+        host, _, port = base_url.removeprefix("http://").partition(":")
+        self._conn = http.client.HTTPConnection(host, int(port), timeout=120)
+        self._headers = headers
+
+    def receive(self, url: str) -> int:
+        self._conn.request("GET", url, headers=self._headers)
+        response = self._conn.getresponse()
+        if response.status != 200:
+            raise BenchError(f"WADO-RS answered {response.status}: {response.read()[:300]!r}")
+        received = 0
+        while block := response.read(1 << 20):
+            received += len(block)
+        return received
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _RequestsClient:
+    """``requests`` (urllib3), the HTTP stack of dicomweb-client, streaming 1 MiB chunks."""
+
+    name = "requests (dicomweb-client's stack)"
+
+    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
+        import requests
+
+        self._session = requests.Session()
+        self._session.headers.update(headers)
+        self._base_url = base_url
+
+    def receive(self, url: str) -> int:
+        with self._session.get(self._base_url + url, stream=True, timeout=120) as response:
+            response.raise_for_status()
+            return sum(len(chunk) for chunk in response.iter_content(1 << 20))
+
+    def close(self) -> None:
+        self._session.close()
+
+
+class _HttpxClient:
+    """``httpx`` (h11, pure Python), the client of the QIDO-RS measurements, streaming 1 MiB chunks."""
+
+    name = "httpx (h11)"
+
+    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
+        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=120)
+
+    def receive(self, url: str) -> int:
+        with self._client.stream("GET", url) as response:
+            response.raise_for_status()
+            return sum(len(chunk) for chunk in response.iter_raw(1 << 20))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+WADO_CLIENTS = (_RawClient, _RequestsClient, _HttpxClient)
+
+
+def _read_file(path: Path, *, cold: bool) -> float:
+    """Seconds to read ``path`` in 1 MiB blocks; cold: its pages dropped first (fsync, then DONTNEED)."""
+    if cold:
         with open(path, "rb") as f:
-            while f.read(1 << 20):
-                pass
-        if run:
-            seconds.append(time.perf_counter() - started)
-    name = f"read the same file from disk ({'cold' if cold else 'page cache'})"
-    return Throughput(name, size / MEGABYTE, runs, statistics.median(seconds))
+            os.fsync(f.fileno())
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    started = time.perf_counter()
+    with open(path, "rb") as f:
+        while f.read(1 << 20):
+            pass
+    return time.perf_counter() - started
+
+
+def measure_transfer(
+    base_url: str, token: str, url: str, path: Path, runs: int
+) -> tuple[list[Throughput], Throughput, Throughput]:
+    """WADO-RS of one instance with each of ``WADO_CLIENTS``, and reading its file warm and cold.
+
+    Runs are interleaved (every client, then the cold and the warm read, then
+    the next run), so load from other processes falls on all of them alike;
+    the first run of each only warms up. Medians of ``runs``. Each WADO-RS
+    answer is received whole (streamed, not parsed) and its size checked.
+    """
+    headers = {"Authorization": f"Bearer {token}", "Accept": _DICOM}
+    size = path.stat().st_size
+    clients = [client_class(base_url, headers) for client_class in WADO_CLIENTS]
+    wado: list[list[float]] = [[] for _ in clients]
+    warm: list[float] = []
+    cold: list[float] = []
+    received = 0
+    try:
+        for run in range(runs + 1):
+            for client, seconds in zip(clients, wado, strict=True):
+                started = time.perf_counter()
+                received = client.receive(url)
+                elapsed = time.perf_counter() - started
+                if received < size:
+                    raise BenchError(f"WADO-RS sent {received} bytes, the file has {size}")
+                if run:
+                    seconds.append(elapsed)
+            cold_seconds, warm_seconds = _read_file(path, cold=True), _read_file(path, cold=False)
+            if run:
+                cold.append(cold_seconds)
+                warm.append(warm_seconds)
+    finally:
+        for client in clients:
+            client.close()
+    results = [
+        Throughput(
+            f"WADO-RS retrieve instance, {client.name}", received / MEGABYTE, runs, statistics.median(seconds)
+        )
+        for client, seconds in zip(clients, wado, strict=True)
+    ]
+    return (
+        results,
+        Throughput(
+            "read the same file from disk (page cache)", size / MEGABYTE, runs, statistics.median(warm)
+        ),
+        Throughput("read the same file from disk (cold)", size / MEGABYTE, runs, statistics.median(cold)),
+    )

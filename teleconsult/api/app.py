@@ -9,9 +9,10 @@ from sqlalchemy import text
 
 from teleconsult import __version__
 from teleconsult import metrics as service_metrics
+from teleconsult.api.openapi import install_openapi
 from teleconsult.api.problems import install_problem_handlers
 from teleconsult.api.routes import audit as audit_routes
-from teleconsult.api.routes import auth, forwarding
+from teleconsult.api.routes import auth, consults, departments, forwarding, reports
 from teleconsult.api.routes import qido as dicomweb_qido
 from teleconsult.api.routes import stow as dicomweb_stow
 from teleconsult.api.routes import wado as dicomweb_wado
@@ -38,12 +39,16 @@ def create_app(settings: Settings, store: InstanceStore) -> FastAPI:
     app.state.audit = AuditLog(store.index.engine)
     app.state.secret_key = load_secret_key(settings)
     install_problem_handlers(app)
+    install_openapi(app)
     app.include_router(auth.router)
     app.include_router(forwarding.router)
     app.include_router(audit_routes.router)
     app.include_router(dicomweb_qido.router)
     app.include_router(dicomweb_wado.router)
     app.include_router(dicomweb_stow.router)
+    app.include_router(consults.router)
+    app.include_router(reports.router)
+    app.include_router(departments.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and index reachability")
     def healthz() -> dict[str, Any]:
@@ -54,7 +59,13 @@ def create_app(settings: Settings, store: InstanceStore) -> FastAPI:
             raise IndexUnavailableError("the index cannot be reached") from exc
         return {"status": "ok", "version": __version__}
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {}}}},
+    )
     def metrics() -> Response:
         return Response(service_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 

@@ -16,6 +16,8 @@ from teleconsult.storage.identity import IdentityStore
 from teleconsult.storage.store import InstanceStore
 
 __all__ = [
+    "MAX_OFFSET",
+    "PRINTABLE",
     "IdentityDep",
     "PrincipalDep",
     "SettingsDep",
@@ -24,6 +26,11 @@ __all__ = [
     "principal_from_token",
     "require_roles",
 ]
+
+# Query and form text that reaches SQL: no C0 control characters (PostgreSQL refuses NUL).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+# Paging offsets beyond this cannot be bound as SQL integers (and page past any table).
+MAX_OFFSET = 2**31 - 1
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 

@@ -16,6 +16,14 @@ ideographic, phonetic), so "王*" finds a name sent in GB18030 or UTF-8 in
 either group. Keys of the query level and the levels above it are matched;
 keys of lower levels are ignored (hierarchical query). Keys teleconsult
 does not index are returned empty, as PS3.4 allows.
+
+Conditions are written so that an index can answer them: a person name
+("王小*", "WANG^XIAO*" or a whole name) is ``upper(group) LIKE 'PATTERN'`` on
+PostgreSQL and ``group LIKE 'PATTERN'`` on SQLite, the forms the indexes of
+migration 0006 serve (see ``_CaseInsensitiveMatch``); the upper end of a date
+range is also a plain comparison the study date index can use; and
+ModalitiesInStudy probes the series of each candidate study instead of
+collecting every series of that modality.
 """
 
 from __future__ import annotations
@@ -25,8 +33,23 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, Select, and_, func, or_, select, true
-from sqlalchemy.sql.elements import Label
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    FromClause,
+    Select,
+    and_,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter, Label
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from teleconsult.storage.tables import Instance, Patient, Series, Study
 
@@ -46,6 +69,13 @@ _patients = Patient.__table__
 _studies = Study.__table__
 _series = Series.__table__
 _instances = Instance.__table__
+
+# Aliases for the count subqueries, built once: an alias computes its column
+# collection on first use, which cost more than the SQL of a one-row C-FIND.
+_count_studies = _studies.alias("c_st")
+_count_series = _series.alias("c_se")
+_count_instances = _instances.alias("c_in")
+_modality_series = _series.alias("m_se")  # ModalitiesInStudy: the series of the matched study
 
 
 class Level(StrEnum):
@@ -157,16 +187,63 @@ def match_text(column: Any, value: str) -> ColumnElement[bool]:
     return column == value  # type: ignore[no-any-return]
 
 
+class _CaseInsensitiveMatch(ColumnElement[bool]):
+    """``upper(column) LIKE pattern``, written the way each dialect can use an index for it.
+
+    ``pattern`` is upper-cased and in LIKE syntax (``wildcard_to_like``). On
+    PostgreSQL (and any other dialect) this is ``upper(column) LIKE
+    pattern``, which the ``text_pattern_ops`` indexes of migration 0006 serve
+    as a range (or, without wildcards, an equality). SQLite never uses an
+    index on an expression for LIKE, but its own LIKE folds ASCII case exactly
+    as its ``upper()`` does (and leaves other characters alone, as its
+    ``upper()`` does too), so there ``column LIKE pattern`` selects the same
+    rows, from the ``COLLATE NOCASE`` index of migration 0006.
+    """
+
+    inherit_cache = True
+    type = Boolean()
+    _is_implicitly_boolean = True  # a comparison: no "= 1" where booleans are not native
+    _traverse_internals = [  # noqa: RUF012 (the type SQLAlchemy declares)
+        ("column", InternalTraversal.dp_clauseelement),
+        ("pattern", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: ColumnElement[Any], pattern: str) -> None:
+        self.column = column
+        self.pattern: BindParameter[str] = literal(pattern)
+
+
+@compiles(_CaseInsensitiveMatch)
+def _compile_case_insensitive(element: _CaseInsensitiveMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(func.upper(element.column).like(element.pattern, escape="\\"), **kw)
+
+
+@compiles(_CaseInsensitiveMatch, "sqlite")
+def _compile_case_insensitive_sqlite(element: _CaseInsensitiveMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column.like(element.pattern, escape="\\"), **kw)
+
+
+def _match_upper(column: Any, pattern: str) -> ColumnElement[bool]:
+    """``upper(column)`` against an upper-cased DICOM pattern (wildcards or a single value)."""
+    return _CaseInsensitiveMatch(column, wildcard_to_like(pattern))
+
+
 def match_range(column: Any, value: str) -> ColumnElement[bool]:
     if "-" not in value:
         return column == value.strip()  # type: ignore[no-any-return]
     low, _, high = value.partition("-")
+    low, high = low.strip(), high.strip()
     conditions = [column != ""]
-    if low.strip():
-        conditions.append(column >= low.strip())
-    if high.strip():
+    if low:
+        conditions.append(column >= low)
+    if high:
         # "-20261130" includes the whole last day or second: compare on the prefix.
-        conditions.append(func.substr(column, 1, len(high.strip())) <= high.strip())
+        conditions.append(func.substr(column, 1, len(high)) <= high)
+        if high.isascii() and high.isdigit() and high.strip("9"):
+            # The same bound as a plain comparison, which an index on the
+            # column can use: a date up to 20261130 sorts below 20261131.
+            following = str(int(high) + 1).zfill(len(high))
+            conditions.append(column < following)
     return and_(*conditions)
 
 
@@ -175,13 +252,13 @@ def match_person_name(value: str, groups: Sequence[Any]) -> ColumnElement[bool]:
     if "=" in value:
         parts = value.split("=")
         conditions = [
-            match_text(func.upper(column), part.upper())
+            _match_upper(column, part.upper())
             for column, part in zip(groups, parts, strict=False)
             if part and part != "*"
         ]
         return and_(*conditions) if conditions else true()
     pattern = value.upper()
-    return or_(*(match_text(func.upper(column), pattern) for column in groups))
+    return or_(*(_match_upper(column, pattern) for column in groups))
 
 
 _PATIENT_NAME_GROUPS = (
@@ -209,8 +286,15 @@ def _condition(attribute: Attribute, value: str) -> ColumnElement[bool] | None:
         return match_text(column, codes[0])
     if kind is AttributeKind.MODALITIES:
         codes = [code.strip() for code in value.split("\\") if code.strip()]
-        return _studies.c.pk.in_(
-            select(_series.c.study_pk).where(or_(*(match_text(_series.c.modality, code) for code in codes)))
+        # Correlated, so the planner can probe the series of the studies the
+        # other keys selected (one month) instead of reading every series of
+        # the modality in the archive.
+        # Any series of the study: an alias, so that at SERIES and IMAGE level
+        # the subquery is not correlated to the row's own series.
+        series = _modality_series
+        return exists().where(
+            series.c.study_pk == _studies.c.pk,
+            or_(*(match_text(series.c.modality, code) for code in codes)),
         )
     if kind in (AttributeKind.DATE, AttributeKind.TIME):
         return match_range(column, value)
@@ -231,7 +315,7 @@ def _counts(level: Level, wanted: Iterable[str], organisations: Sequence[str] | 
     series and instances themselves) from being correlated away.
     """
     labels: list[Label[Any]] = []
-    st, se, ins = _studies.alias("c_st"), _series.alias("c_se"), _instances.alias("c_in")
+    st, se, ins = _count_studies, _count_series, _count_instances
     series_of_study = se.join(st, se.c.study_pk == st.c.pk)
     instances_of_study = ins.join(se, ins.c.series_pk == se.c.pk).join(st, se.c.study_pk == st.c.pk)
     for keyword in wanted:

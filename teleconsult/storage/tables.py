@@ -20,20 +20,28 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "AuditRecord",
     "Base",
+    "ConsultHistoryRow",
+    "ConsultRow",
+    "DepartmentMemberRow",
     "ForwardQueueEntry",
     "Instance",
     "InstanceVersion",
     "OrganisationRow",
     "Patient",
     "RefreshToken",
+    "ReportSignatureRow",
+    "ReportVersionRow",
     "Series",
+    "SigningKeyRow",
     "Study",
     "UserAccount",
 ]
@@ -300,3 +308,165 @@ class WorklistEntry(Base):
     organisation: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+# -- consults and reports (migration 0007) ---------------------------------------
+# Users are named by username, as in the audit trail: accounts are disabled,
+# never deleted, so a name always finds its account.
+
+
+class ConsultRow(Base):
+    """A request for a county specialist's opinion on a study, or on a patient before the study.
+
+    ``consult_id`` is a random UUID: sequential numbers in URLs would tell one
+    organisation how many consults others make. ``source_organisation`` is
+    the organisation whose data it is (the study's, or the requester's for a
+    patient consult): the requesting side's scope follows it.
+    """
+
+    __tablename__ = "consults"
+    __table_args__ = (
+        # the overdue check: open consults by deadline
+        Index("ix_consults_status_due_at", "status", "due_at"),
+        # pool and department work lists
+        Index("ix_consults_target_organisation_status", "target_organisation", "status"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consult_id: Mapped[str] = mapped_column(String(36), unique=True)
+    study_instance_uid: Mapped[str | None] = mapped_column(UID, nullable=True, index=True)
+    patient_id: Mapped[str] = mapped_column(String(64))
+    issuer_of_patient_id: Mapped[str] = mapped_column(String(64))
+    source_organisation: Mapped[str] = mapped_column(String(64), index=True)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    urgency: Mapped[str] = mapped_column(String(16))
+    question: Mapped[str] = mapped_column(Text)
+    target_kind: Mapped[str] = mapped_column(String(16))
+    target_organisation: Mapped[str] = mapped_column(String(64))
+    target_department: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target_specialist: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    assignee: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    status_reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    overdue_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ConsultHistoryRow(Base):
+    """One step of a consult: requested, accepted, reassigned (with the new target), overdue ...
+
+    Rows are only ever added, so a reassignment leaves the earlier target on record.
+    """
+
+    __tablename__ = "consult_history"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consult_pk: Mapped[int] = mapped_column(ForeignKey("consults.pk"), index=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(16))
+    target_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    target_organisation: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target_department: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target_specialist: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    assignee: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+
+
+class DepartmentMemberRow(Base):
+    """A user's membership of a department of an organisation; ``lead`` receives escalations.
+
+    A department exists while it has members: consults name it by
+    (organisation, department code), as hospital staff do.
+    """
+
+    __tablename__ = "department_members"
+    __table_args__ = (UniqueConstraint("organisation", "department", "username"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organisation: Mapped[str] = mapped_column(String(64))
+    department: Mapped[str] = mapped_column(String(64))
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    lead: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReportVersionRow(Base):
+    """One version of a consult's report. Append-only (database triggers, migration 0007).
+
+    Every saved draft is a new version, and an addendum is one too, so the
+    whole history can always be read back. ``content`` is the canonical JSON
+    (RFC 8785) that signatures cover; ``content_sha256`` its digest.
+    """
+
+    __tablename__ = "report_versions"
+    __table_args__ = (UniqueConstraint("consult_pk", "version"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consult_pk: Mapped[int] = mapped_column(ForeignKey("consults.pk"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str] = mapped_column(String(32))
+    content: Mapped[str] = mapped_column(Text)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(64))
+    author_organisation: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReportSignatureRow(Base):
+    """A digital signature of one report version in one role. Append-only (migration 0007).
+
+    One signature per (version, role): the database refuses a second one even
+    if two requests race. ``refers_to_version`` is the performing signature's
+    version a reviewing signature co-signs, or the version an addendum amends.
+    """
+
+    __tablename__ = "report_signatures"
+    __table_args__ = (UniqueConstraint("consult_pk", "version", "role"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consult_pk: Mapped[int] = mapped_column(ForeignKey("consults.pk"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    signer: Mapped[str] = mapped_column(String(64))
+    signer_name: Mapped[str] = mapped_column(String(128), default="")
+    signer_organisation: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    algorithm: Mapped[str] = mapped_column(String(16))
+    key_fingerprint: Mapped[str] = mapped_column(String(80))
+    signature: Mapped[str] = mapped_column(String(256))
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+    refers_to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class SigningKeyRow(Base):
+    """A user's report-signing key pair; the private key sealed with a key derived from the secret key.
+
+    Public keys are kept after a key is retired, so old signatures still verify.
+    """
+
+    __tablename__ = "signing_keys"
+    __table_args__ = (
+        # at most one key in use per user, even when two first signatures race
+        Index(
+            "uq_signing_keys_username_active",
+            "username",
+            unique=True,
+            sqlite_where=text("retired_at IS NULL"),
+            postgresql_where=text("retired_at IS NULL"),
+        ),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    algorithm: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[str] = mapped_column(String(80), unique=True)
+    public_key: Mapped[str] = mapped_column(String(128))
+    sealed_private_key: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -10,19 +10,46 @@ audited as DENIED.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Path, Request
 
 from teleconsult.api.auditing import audit_request
 from teleconsult.audit import AuditOutcome, Interface
+from teleconsult.consults.access import consult_grants_study
 from teleconsult.domain.identity import Principal
 from teleconsult.domain.uids import check_uid
 from teleconsult.errors import NotFoundError
 from teleconsult.storage.matching import Level
 from teleconsult.storage.store import InstanceStore
 
-__all__ = ["InstanceRef", "Located", "locate", "path_uid", "study_owner"]
+__all__ = [
+    "UID_PATTERN",
+    "InstancePath",
+    "InstanceRef",
+    "Located",
+    "SeriesPath",
+    "StudyPath",
+    "locate",
+    "path_uid",
+    "study_owner",
+]
+
+# PS3.5 9.1, as ``domain/uids.py`` checks it: documented in the OpenAPI schema
+# only, so a bad UID still gets our 400 (invalid-uid) naming the attribute.
+UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$"
+
+
+def _uid_path(name: str) -> Any:
+    return Path(
+        description=f"{name} (digits and dots, at most 64 characters; anything else is 400)",
+        json_schema_extra={"pattern": UID_PATTERN, "maxLength": 64},
+    )
+
+
+StudyPath = Annotated[str, _uid_path("Study Instance UID")]
+SeriesPath = Annotated[str, _uid_path("Series Instance UID")]
+InstancePath = Annotated[str, _uid_path("SOP Instance UID")]
 
 
 def path_uid(value: str, name: str) -> str:
@@ -89,7 +116,9 @@ def locate(
     if not rows:
         raise missing
     patient_id = str(rows[0]["PatientID"] or "")
-    if not principal.can_see(str(rows[0]["_source_organisation"])):
+    if not principal.can_see(str(rows[0]["_source_organisation"])) and not consult_grants_study(
+        store.index.engine, principal, study
+    ):
         audit_request(
             request,
             action,

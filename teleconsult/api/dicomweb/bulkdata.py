@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
+import fastapi
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -25,9 +27,17 @@ from teleconsult.api.dicomweb.multipart import file_chunks
 from teleconsult.api.dicomweb.pixels import FrameSource, all_pixel_bytes
 from teleconsult.errors import NotFoundError
 
-__all__ = ["bulk_value", "parse_bulk_path"]
+__all__ = ["BulkDataPath", "bulk_value", "parse_bulk_path"]
 
 _PATH = re.compile(r"[0-9A-Fa-f]{8}(/[0-9]{1,6}/[0-9A-Fa-f]{8})*")
+
+BulkDataPath = Annotated[
+    str,
+    fastapi.Path(
+        description="A tag (7FE00010) or tags and item indexes into sequences (54000100/0/54001010)",
+        json_schema_extra={"pattern": f"^{_PATH.pattern}$"},
+    ),
+]
 _PIXEL_DATA = 0x7FE00010
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import base64
 import json
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
+from json.encoder import encode_basestring  # the C string encoder of json.dumps (ensure_ascii=False)
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -35,6 +37,7 @@ __all__ = [
     "keyword_attribute",
     "person_name_json",
     "rows_to_json",
+    "rows_to_json_text",
     "tag_key",
 ]
 
@@ -250,3 +253,102 @@ def rows_to_json(
     plan.update(computed or {})
     steps = sorted(plan.items())
     return [{key: step(row) for key, step in steps} for row in rows]
+
+
+# -- the same objects as JSON text, for search answers of thousands of rows --
+#
+# A year of studies is ~2,400 rows of ~17 attributes: building dicts and
+# handing them to ``json.dumps`` cost ~100 us a row, more than the SQL. The
+# writers below produce each attribute's JSON text directly (strings through
+# the C string encoder), planned once per answer; ``rows_to_json`` is the
+# reference they are tested against.
+
+_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def _person_name_text(value: str) -> str:
+    groups = value.split("=", 3)[:3]
+    pairs = [
+        f'"{name}":{encode_basestring(group)}'
+        for name, group in zip(_PN_GROUPS, groups, strict=False)
+        if group
+    ]
+    return "{" + ",".join(pairs) + "}"
+
+
+def _number_text(number: int | float | str | None) -> str:
+    if isinstance(number, str):
+        return encode_basestring(number)
+    if number is None:
+        return "null"
+    return repr(number)  # int, or a finite float: JSON's own spelling
+
+
+def _text_writer(key: str, vr: str) -> Callable[[Any], str]:
+    """The JSON text of one attribute (``"GGGGEEEE":{...}``) from an index value, as ``_row_converter``."""
+    empty = f'"{key}":{{"vr":"{vr}"}}'
+    head = f'"{key}":{{"vr":"{vr}","Value":['
+    if vr == "PN":
+
+        def person_name(value: Any) -> str:
+            if not value:
+                return empty
+            return head + ",".join([_person_name_text(part) for part in str(value).split("\\")]) + "]}"
+
+        return person_name
+    if vr in _INTEGER_VRS or vr in _FLOAT_VRS:
+
+        def number(value: Any) -> str:
+            if value is None or value == "":
+                return empty
+            if type(value) is int and vr in _INTEGER_VRS:
+                return f"{head}{value}]}}"
+            return head + _number_text(_number(value, vr)) + "]}"
+
+        return number
+    if vr in _SINGLE_VALUED_TEXT:
+        return lambda value: head + encode_basestring(str(value)) + "]}" if value else empty
+
+    def text(value: Any) -> str:
+        if not value:
+            return empty
+        value = str(value)
+        if "\\" in value:
+            return head + ",".join([encode_basestring(part) for part in value.split("\\")]) + "]}"
+        return head + encode_basestring(value) + "]}"
+
+    return text
+
+
+def rows_to_json_text(
+    rows: Iterable[Mapping[str, Any]],
+    keywords: Iterable[str],
+    *,
+    constants: Mapping[str, dict[str, Any]] | None = None,
+    computed: Mapping[str, tuple[str, Callable[[Mapping[str, Any]], Any]]] | None = None,
+) -> str:
+    """``rows_to_json`` as JSON text (an array), without building the objects.
+
+    ``computed`` maps a tag key to (VR, function of the row giving the value),
+    such as RetrieveURL; constants are written once and repeated. Each
+    attribute is a (row key, writer) pair in tag order, so a row is one
+    C-level ``map`` over the writers.
+    """
+    plan: dict[str, tuple[str | None, Callable[[Any], str]]] = {}
+    for keyword in keywords:
+        key, vr = keyword_attribute(keyword)
+        plan.setdefault(key, (keyword, _text_writer(key, vr)))
+    for key, value in (constants or {}).items():
+        fragment = f"{encode_basestring(key)}:{json.dumps(value, ensure_ascii=False, separators=(',', ':'))}"
+        plan[key] = (None, lambda _value, fragment=fragment: fragment)
+    derived = [(f"\0{key}", function) for key, (_vr, function) in (computed or {}).items()]
+    for key, (vr, _function) in (computed or {}).items():
+        plan[key] = (f"\0{key}", _text_writer(key, vr))
+    names = [plan[key][0] for key in sorted(plan)]
+    writers = [plan[key][1] for key in sorted(plan)]
+    objects = []
+    for row in rows:
+        if derived:
+            row = {**row, **{name: function(row) for name, function in derived}}
+        objects.append("{" + ",".join(map(operator.call, writers, map(row.get, names))) + "}")
+    return "[" + ",".join(objects) + "]"

@@ -1,9 +1,10 @@
 """multipart/related bodies (RFC 2387) in both directions, streamed.
 
-Writing (WADO-RS): parts are produced lazily, files read in 1 MiB chunks, so
-a study of large images never sits in memory. Reading (STOW-RS): python-multipart's
-low-level ``MultipartParser`` (the one Starlette uses, indifferent to the
-multipart subtype) scans the request stream; each part goes to its own
+Writing (WADO-RS): parts are produced lazily, stored files read in blocks of
+at most 4 MiB (``FILE_BLOCK_SIZE``), so a study of large images never sits
+in memory. Reading (STOW-RS): python-multipart's low-level
+``MultipartParser`` (the one Starlette uses, indifferent to the multipart
+subtype) scans the request stream; each part goes to its own
 spooled temporary file (in memory up to 1 MiB, then under the data
 directory's ``tmp/``, unlinked from birth), and the body size is counted as
 it arrives so a client that lies about Content-Length is stopped too.
@@ -26,6 +27,7 @@ from teleconsult.api.dicomweb.errors import InvalidRequestError, PayloadTooLarge
 
 __all__ = [
     "CHUNK_SIZE",
+    "FILE_BLOCK_SIZE",
     "OutgoingPart",
     "ReceivedPart",
     "file_chunks",
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 1 << 20
+FILE_BLOCK_SIZE = 4 << 20
 _SPOOL_IN_MEMORY = 1 << 20
 _PARSE_BATCH = 1 << 20
 
@@ -44,14 +47,16 @@ def new_boundary() -> str:
     return uuid.uuid4().hex
 
 
-def file_chunks(path: Path, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-    """``length`` bytes of ``path`` from ``offset`` (to the end without it), in CHUNK_SIZE pieces."""
-    with open(path, "rb") as f:
+def file_chunks(
+    path: Path, offset: int = 0, length: int | None = None, *, block_size: int = CHUNK_SIZE
+) -> Iterator[bytes]:
+    """``length`` bytes of ``path`` from ``offset`` (to the end without it), in ``block_size`` pieces."""
+    with open(path, "rb", buffering=0) as f:
         if offset:
             f.seek(offset)
         left = length
         while left is None or left > 0:
-            block = f.read(CHUNK_SIZE if left is None else min(CHUNK_SIZE, left))
+            block = f.read(block_size if left is None else min(block_size, left))
             if not block:
                 break
             if left is not None:
@@ -79,12 +84,17 @@ def _part_header(boundary: str, part: OutgoingPart) -> bytes:
 
 
 def write_multipart(parts: Iterable[OutgoingPart], boundary: str) -> Iterator[bytes]:
-    """The body of a multipart/related message, part by part."""
+    """The body of a multipart/related message, part by part.
+
+    The CRLF ending a part goes out with the next delimiter: each small
+    piece is one more write (and thread hop) on the way to the socket.
+    """
+    separator = b""
     for part in parts:
-        yield _part_header(boundary, part)
+        yield separator + _part_header(boundary, part)
         yield from part.body()
-        yield b"\r\n"
-    yield f"--{boundary}--\r\n".encode("ascii")
+        separator = b"\r\n"
+    yield separator + f"--{boundary}--\r\n".encode("ascii")
 
 
 def multipart_length(parts: Iterable[OutgoingPart], boundary: str) -> int | None:

@@ -14,7 +14,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+import fastapi
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
@@ -25,11 +27,20 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from teleconsult.api.dicomweb.errors import InvalidRequestError, NotAcceptableError
 from teleconsult.api.dicomweb.multipart import file_chunks
 
-__all__ = ["FrameSource", "all_pixel_bytes", "parse_frame_list"]
+__all__ = ["FrameSource", "FramesPath", "all_pixel_bytes", "parse_frame_list"]
 
 _PIXEL_DATA = 0x7FE00010
 _FRAME_LIST = re.compile(r"[0-9]+(,[0-9]+)*")
 _MAX_FRAMES_PER_REQUEST = 10000
+
+FramesPath = Annotated[
+    str,
+    fastapi.Path(
+        description="1-based frame numbers, comma-separated (1,3,5); 0, a malformed list or a frame "
+        "past the last is 400",
+        json_schema_extra={"pattern": r"^[1-9][0-9]{0,8}(,[1-9][0-9]{0,8})*$"},
+    ),
+]
 
 
 def parse_frame_list(text: str) -> list[int]:

@@ -22,12 +22,17 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from teleconsult.api.dicomweb.errors import InvalidRequestError
 from teleconsult.storage.matching import ATTRIBUTES, AttributeKind, Level, supported_keywords
 
-__all__ = ["DEFAULT_RETURN_KEYS", "QidoQuery", "parse_qido", "resolve_attribute"]
+__all__ = ["DEFAULT_RETURN_KEYS", "MAX_INTEGER", "QidoQuery", "parse_qido", "resolve_attribute"]
 
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _PARAMETERS = ("limit", "offset", "includefield", "fuzzymatching")
 # Kinds whose values never contain a comma, so a comma can only separate list values.
 _LIST_KINDS = (AttributeKind.UID, AttributeKind.CODE, AttributeKind.MODALITIES)
+# Largest limit, offset and Integer String value (PS3.5 6.2: IS is a signed 32-bit integer);
+# larger numbers cannot be bound as SQL integers.
+MAX_INTEGER = 2**31 - 1
+# C0 controls and DEL: no DICOM text value used for matching holds them (PostgreSQL refuses NUL).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # PS3.18 Tables 10.6.3-3..5 (what the index keeps of them), plus what viewers need
 # to go on without a second query (descriptions, the UIDs of the levels above).
@@ -99,11 +104,11 @@ class QidoQuery:
         )
 
 
-def resolve_attribute(attribute_id: str) -> str:
+def resolve_attribute(attribute_id: str, *, what: str = "query key") -> str:
     """The keyword of an attribute given by keyword (``PatientName``) or tag (``00100010``)."""
     if "." in attribute_id:
         raise InvalidRequestError(
-            f"query key {attribute_id!r}: attributes inside sequences cannot be matched or returned"
+            f"{what} {attribute_id!r}: attributes inside sequences cannot be matched or returned"
         )
     if _TAG.fullmatch(attribute_id):
         keyword = keyword_for_tag(int(attribute_id, 16))
@@ -111,6 +116,8 @@ def resolve_attribute(attribute_id: str) -> str:
             return keyword
     elif tag_for_keyword(attribute_id) is not None:
         return attribute_id
+    if what != "query key":
+        raise InvalidRequestError(f"{what} {attribute_id!r} is not a DICOM keyword or tag (8 hex digits)")
     raise InvalidRequestError(
         f"unknown query key {attribute_id!r}: use a DICOM keyword or tag, or one of {', '.join(_PARAMETERS)}"
     )
@@ -137,9 +144,30 @@ def _integer(name: str, value: str, minimum: int) -> int:
         number = int(value)
     except ValueError:
         number = minimum - 1
-    if number < minimum:
-        raise InvalidRequestError(f"{name} must be an integer of at least {minimum}, not {value!r}")
+    if not minimum <= number <= MAX_INTEGER:
+        raise InvalidRequestError(
+            f"{name} must be an integer from {minimum} to {MAX_INTEGER}, not {value[:40]!r}"
+        )
     return number
+
+
+def _check_value(keyword: str, value: str) -> None:
+    """A matching value the index can take, or ``InvalidRequestError`` (400) saying why not."""
+    control = _CONTROL.search(value)
+    if control is not None:
+        raise InvalidRequestError(
+            f"the value of {keyword} holds a control character (U+{ord(control.group()):04X}); "
+            "matching values are text"
+        )
+    if ATTRIBUTES[keyword].kind is AttributeKind.INTEGER:
+        try:
+            number = int(value)
+        except ValueError:
+            return  # not a number: matches nothing, as in C-FIND
+        if not -MAX_INTEGER - 1 <= number <= MAX_INTEGER:
+            raise InvalidRequestError(
+                f"{keyword} {value[:40]!r} is out of range: an Integer String is a signed 32-bit integer"
+            )
 
 
 def _include_fields(values: Iterable[str], level: Level) -> list[str]:
@@ -149,7 +177,7 @@ def _include_fields(values: Iterable[str], level: Level) -> list[str]:
             if item.lower() == "all":
                 keywords += supported_keywords(level)
             else:
-                keywords.append(resolve_attribute(item))
+                keywords.append(resolve_attribute(item, what="includefield"))
     return keywords
 
 
@@ -189,6 +217,7 @@ def parse_qido(
             if not value.strip():
                 continue  # universal matching: only returned
             _matchable(keyword, level)
+            _check_value(keyword, value)
             if keyword in path_keys:
                 raise InvalidRequestError(f"{keyword} is given by the path; leave it out of the query")
             if ATTRIBUTES[keyword].kind in _LIST_KINDS:

@@ -12,14 +12,14 @@ is itself recorded (ATNA "Audit Log Used").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, field_validator
 
 from teleconsult.api.auditing import audit_request
-from teleconsult.api.deps import SettingsDep, require_roles
+from teleconsult.api.deps import MAX_OFFSET, PRINTABLE, SettingsDep, require_roles
 from teleconsult.atna import audit_messages_document
 from teleconsult.audit import AuditLog, AuditOutcome
 from teleconsult.config import Settings
@@ -32,6 +32,17 @@ router = APIRouter(prefix="/api/audit", tags=["audit"])
 AdminDep = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
 
 _MAX_LIMIT = 1000
+
+
+def _in_utc(value: datetime) -> datetime:
+    """A filter time in UTC (naive means UTC), or a validation error when UTC cannot hold it."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+        raise ValueError("the time is out of range once converted to UTC") from exc
+
+
+UTCTime = Annotated[datetime, AfterValidator(_in_utc)]
 
 
 class AuditEventPublic(BaseModel):
@@ -49,6 +60,12 @@ class AuditEventPublic(BaseModel):
     patient_id: str | None
     detail: str
     chain_sha256: str | None = None  # only with ?include_chain=true
+
+    @field_validator("time")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        # SQLite hands back naive datetimes; the trail is kept in UTC, so say so (RFC 3339 needs an offset).
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +94,16 @@ class AuditFilters:
 
 
 def _filters(
-    actor: Annotated[str | None, Query(max_length=64, description="username or calling AE title")] = None,
-    study_instance_uid: Annotated[str | None, Query(max_length=64)] = None,
-    patient_id: Annotated[str | None, Query(max_length=64)] = None,
+    actor: Annotated[
+        str | None, Query(max_length=64, pattern=PRINTABLE, description="username or calling AE title")
+    ] = None,
+    study_instance_uid: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
+    patient_id: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
     outcome: AuditOutcome | None = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601; UTC when it has no offset")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601; UTC when it has no offset")] = None,
+    since: Annotated[UTCTime | None, Query(description="ISO 8601; UTC when it has no offset")] = None,
+    until: Annotated[UTCTime | None, Query(description="ISO 8601; UTC when it has no offset")] = None,
     limit: Annotated[int, Query(ge=1, le=_MAX_LIMIT)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> AuditFilters:
     return AuditFilters(actor, study_instance_uid, patient_id, outcome, since, until, limit, offset)
 

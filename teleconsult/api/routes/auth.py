@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request
 from pydantic import BaseModel
 
 from teleconsult.api.auditing import audit_request
-from teleconsult.api.deps import IdentityDep, PrincipalDep, SettingsDep
+from teleconsult.api.deps import PRINTABLE, IdentityDep, PrincipalDep, SettingsDep
 from teleconsult.audit import AuditOutcome
 from teleconsult.domain.identity import Principal
 from teleconsult.errors import AuthenticationError
@@ -44,9 +44,9 @@ def token(
     settings: SettingsDep,
     identity: IdentityDep,
     grant_type: Annotated[Literal["password", "refresh_token"], Form()] = "password",
-    username: Annotated[str, Form(max_length=64)] = "",
+    username: Annotated[str, Form(max_length=64, pattern=PRINTABLE)] = "",
     password: Annotated[str, Form(max_length=256)] = "",
-    refresh_token: Annotated[str, Form(max_length=256)] = "",
+    refresh_token: Annotated[str, Form(max_length=256, pattern=PRINTABLE)] = "",
 ) -> TokenPublic:
     if grant_type == "refresh_token":
         user = identity.use_refresh_token(refresh_token) if refresh_token else None

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from teleconsult.api.auditing import audit_request
-from teleconsult.api.deps import PrincipalDep, StoreDep, require_roles
+from teleconsult.api.deps import MAX_OFFSET, PrincipalDep, StoreDep, require_roles
 from teleconsult.audit import AuditOutcome
 from teleconsult.domain.identity import Principal, Role
 from teleconsult.storage.outbox import ForwardStatus
@@ -39,7 +39,7 @@ def forwarding(
     status: ForwardStatus | None = None,
     study_instance_uid: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9.]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ForwardingPublic:
     entries = store.outbox.list_entries(
         status=status,

@@ -15,15 +15,15 @@ from fastapi import APIRouter, Request, Response
 
 from teleconsult.api.auditing import audit_request
 from teleconsult.api.deps import PrincipalDep, SettingsDep, StoreDep
-from teleconsult.api.dicomweb.access import path_uid, study_owner
-from teleconsult.api.dicomweb.dicomjson import DicomJSONResponse, rows_to_json
+from teleconsult.api.dicomweb.access import SeriesPath, StudyPath, path_uid, study_owner
+from teleconsult.api.dicomweb.dicomjson import DicomJSONResponse, keyword_attribute, rows_to_json_text
 from teleconsult.api.dicomweb.media import DICOM_JSON, negotiate_json
-from teleconsult.api.dicomweb.query import DEFAULT_RETURN_KEYS, parse_qido
+from teleconsult.api.dicomweb.query import DEFAULT_RETURN_KEYS, MAX_INTEGER, parse_qido
 from teleconsult.api.dicomweb.uris import PREFIX, DicomwebURLs
 from teleconsult.audit import AuditOutcome, Interface
 from teleconsult.config import Settings
 from teleconsult.domain.identity import Principal
-from teleconsult.storage.matching import Level
+from teleconsult.storage.matching import ATTRIBUTES, AttributeKind, Level, supported_keywords
 from teleconsult.storage.store import InstanceStore
 
 __all__ = ["router"]
@@ -34,35 +34,76 @@ _TRUNCATED_WARNING = (
     '299 teleconsult "The number of results exceeded the maximum supported by the server. '
     'Additional results can be requested."'
 )
-_QUERY_PARAMETERS: list[dict[str, Any]] = [
-    {
-        "name": "{attributeID}",
-        "in": "query",
-        "required": False,
-        "description": (
-            "Matching key by keyword or tag (PatientName=王*, 00100010=王*), matched as C-FIND matches: "
-            "* and ? wildcards (literal or percent-encoded), date ranges, UID lists (comma or backslash). "
-            "An empty value only asks for the attribute to be returned."
-        ),
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "includefield",
-        "in": "query",
-        "required": False,
-        "description": "Attributes to return as well (keywords or tags, comma-separated), or 'all'.",
-        "schema": {"type": "string"},
-    },
-    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
-    {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
-    {
-        "name": "fuzzymatching",
-        "in": "query",
-        "required": False,
-        "description": "Accepted; person names always match case-insensitively in every component group.",
-        "schema": {"type": "boolean"},
-    },
-]
+
+
+def _query_parameters(level: Level, path_keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The query string of a search at ``level``, as OpenAPI parameters.
+
+    Matching keys are free-form (``{attributeID}={value}``): one exploded
+    object parameter lists the keys the index matches at this level, by
+    keyword (a tag such as ``00100010`` is accepted for each too, but not
+    both for one attribute). Any other attribute may only be asked for, with
+    an empty value or ``includefield``; a value for it is 400.
+    """
+    keys: dict[str, Any] = {}
+    for keyword in supported_keywords(level):
+        if ATTRIBUTES[keyword].kind is not AttributeKind.COUNT and keyword not in path_keys:
+            keys[keyword] = {"type": "string"}
+    fields = ["all"]
+    for keyword in supported_keywords(level):
+        fields += [keyword, keyword_attribute(keyword)[0]]
+    return [
+        {
+            "name": "match",
+            "in": "query",
+            "required": False,
+            "style": "form",
+            "explode": True,
+            "description": (
+                "Matching keys by keyword or tag (PatientName=王*, 00100010=王*), matched as C-FIND "
+                "matches: * and ? wildcards (literal or percent-encoded), date ranges, UID lists (comma "
+                "or backslash). An empty value only asks for the attribute to be returned; any other "
+                "attribute may be asked for that way."
+            ),
+            "schema": {"type": "object", "properties": keys, "additionalProperties": False},
+        },
+        {
+            "name": "includefield",
+            "in": "query",
+            "required": False,
+            "style": "form",
+            "explode": False,
+            "description": (
+                "Attributes to return as well, comma-separated or repeated: keywords or tags, or 'all' "
+                "(every attribute the index keeps at this level, listed here). Any other DICOM keyword "
+                "or tag is accepted too and returned empty, as C-FIND returns what it does not keep."
+            ),
+            "schema": {"type": "array", "items": {"type": "string", "enum": fields}},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "description": "Most matches to return (at most TELECONSULT_HTTP_QIDO_MAX_RESULTS are sent)",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INTEGER},
+        },
+        {
+            "name": "offset",
+            "in": "query",
+            "required": False,
+            "description": "Matches to skip",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INTEGER},
+        },
+        {
+            "name": "fuzzymatching",
+            "in": "query",
+            "required": False,
+            "description": "Accepted; person names always match case-insensitively in every component group.",
+            "schema": {"type": "boolean"},
+        },
+    ]
+
+
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Matches as a DICOM JSON array (empty when nothing matches)",
@@ -72,26 +113,30 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No valid bearer token"},
     406: {"description": "Accept does not allow application/dicom+json"},
 }
-_ROUTE: dict[str, Any] = {
-    "response_class": DicomJSONResponse,
-    "responses": _RESPONSES,
-    "openapi_extra": {"parameters": _QUERY_PARAMETERS},
-}
-
-_LEVEL_NAMES = {Level.STUDY: "studies", Level.SERIES: "series", Level.IMAGE: "instances"}
 
 
-def _computed(urls: DicomwebURLs, level: Level) -> dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]]:
-    def url(value: str) -> dict[str, Any]:
-        return {"vr": "UR", "Value": [value]}
-
-    if level is Level.STUDY:
-        return {"00081190": lambda row: url(urls.study(row["StudyInstanceUID"]))}
-    if level is Level.SERIES:
-        return {"00081190": lambda row: url(urls.series(row["StudyInstanceUID"], row["SeriesInstanceUID"]))}
+def _route(level: Level, *path_keys: str) -> dict[str, Any]:
     return {
-        "00081190": lambda row: url(
-            urls.instance(row["StudyInstanceUID"], row["SeriesInstanceUID"], row["SOPInstanceUID"])
+        "response_class": DicomJSONResponse,
+        "responses": _RESPONSES,
+        "openapi_extra": {"parameters": _query_parameters(level, path_keys)},
+    }
+
+
+def _computed(urls: DicomwebURLs, level: Level) -> dict[str, tuple[str, Callable[[Mapping[str, Any]], str]]]:
+    """RetrieveURL (0008,1190) of each result."""
+    if level is Level.STUDY:
+        return {"00081190": ("UR", lambda row: urls.study(row["StudyInstanceUID"]))}
+    if level is Level.SERIES:
+        return {
+            "00081190": ("UR", lambda row: urls.series(row["StudyInstanceUID"], row["SeriesInstanceUID"]))
+        }
+    return {
+        "00081190": (
+            "UR",
+            lambda row: urls.instance(
+                row["StudyInstanceUID"], row["SeriesInstanceUID"], row["SOPInstanceUID"]
+            ),
         )
     }
 
@@ -154,13 +199,13 @@ def _search(
         patient_id=patient_id,
         detail=detail,
     )
-    body = rows_to_json(
+    body = rows_to_json_text(
         rows,
         query.return_keys,
         constants=_CONSTANTS,
         computed=_computed(DicomwebURLs(request), level),
     )
-    return DicomJSONResponse(body, headers=headers)
+    return Response(body.encode("utf-8"), media_type=DICOM_JSON, headers=headers)
 
 
 _ALL_STUDY = DEFAULT_RETURN_KEYS[Level.STUDY]
@@ -168,28 +213,32 @@ _ALL_SERIES = DEFAULT_RETURN_KEYS[Level.SERIES]
 _ALL_IMAGE = DEFAULT_RETURN_KEYS[Level.IMAGE]
 
 
-@router.get("/studies", summary="Search for studies", **_ROUTE)
+@router.get("/studies", summary="Search for studies", **_route(Level.STUDY))
 def search_studies(
     request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
 ) -> Response:
     return _search(request, principal, store, settings, Level.STUDY, defaults=_ALL_STUDY)
 
 
-@router.get("/series", summary="Search for series of all studies", **_ROUTE)
+@router.get("/series", summary="Search for series of all studies", **_route(Level.SERIES))
 def search_series(
     request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
 ) -> Response:
     return _search(request, principal, store, settings, Level.SERIES, defaults=_ALL_STUDY + _ALL_SERIES)
 
 
-@router.get("/studies/{study}/series", summary="Search for series of a study", **_ROUTE)
+@router.get(
+    "/studies/{study}/series",
+    summary="Search for series of a study",
+    **_route(Level.SERIES, "StudyInstanceUID"),
+)
 def search_study_series(
-    study: str, request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
+    study: StudyPath, request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
 ) -> Response:
     return _search(request, principal, store, settings, Level.SERIES, defaults=_ALL_SERIES, study=study)
 
 
-@router.get("/instances", summary="Search for instances of all studies", **_ROUTE)
+@router.get("/instances", summary="Search for instances of all studies", **_route(Level.IMAGE))
 def search_instances(
     request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
 ) -> Response:
@@ -198,9 +247,13 @@ def search_instances(
     )
 
 
-@router.get("/studies/{study}/instances", summary="Search for instances of a study", **_ROUTE)
+@router.get(
+    "/studies/{study}/instances",
+    summary="Search for instances of a study",
+    **_route(Level.IMAGE, "StudyInstanceUID"),
+)
 def search_study_instances(
-    study: str, request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
+    study: StudyPath, request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
 ) -> Response:
     return _search(
         request, principal, store, settings, Level.IMAGE, defaults=_ALL_SERIES + _ALL_IMAGE, study=study
@@ -208,11 +261,13 @@ def search_study_instances(
 
 
 @router.get(
-    "/studies/{study}/series/{series}/instances", summary="Search for instances of a series", **_ROUTE
+    "/studies/{study}/series/{series}/instances",
+    summary="Search for instances of a series",
+    **_route(Level.IMAGE, "StudyInstanceUID", "SeriesInstanceUID"),
 )
 def search_series_instances(
-    study: str,
-    series: str,
+    study: StudyPath,
+    series: SeriesPath,
     request: Request,
     principal: PrincipalDep,
     store: StoreDep,

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 
 from teleconsult.api.auditing import audit_request
 from teleconsult.api.deps import PrincipalDep, SettingsDep, StoreDep
-from teleconsult.api.dicomweb.access import path_uid
+from teleconsult.api.dicomweb.access import StudyPath, path_uid
 from teleconsult.api.dicomweb.dicomjson import DicomJSONResponse
 from teleconsult.api.dicomweb.errors import (
     InvalidRequestError,
@@ -165,6 +165,6 @@ async def store_instances(
 
 @router.post("/studies/{study}", summary="Store instances of one study (STOW-RS)", **_ROUTE)
 async def store_study_instances(
-    study: str, request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
+    study: StudyPath, request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
 ) -> DicomJSONResponse:
     return await _stow(request, principal, store, settings, study)

@@ -22,8 +22,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from teleconsult.api.auditing import audit_request
 from teleconsult.api.deps import PrincipalDep, StoreDep
-from teleconsult.api.dicomweb.access import Located, locate
-from teleconsult.api.dicomweb.bulkdata import bulk_value, parse_bulk_path
+from teleconsult.api.dicomweb.access import InstancePath, Located, SeriesPath, StudyPath, locate
+from teleconsult.api.dicomweb.bulkdata import BulkDataPath, bulk_value, parse_bulk_path
 from teleconsult.api.dicomweb.dicomjson import DicomJSONResponse, dataset_to_json
 from teleconsult.api.dicomweb.errors import InvalidRequestError, NotAcceptableError
 from teleconsult.api.dicomweb.media import (
@@ -39,13 +39,14 @@ from teleconsult.api.dicomweb.media import (
     negotiate_octet_stream,
 )
 from teleconsult.api.dicomweb.multipart import (
+    FILE_BLOCK_SIZE,
     OutgoingPart,
     file_chunks,
     multipart_length,
     new_boundary,
     write_multipart,
 )
-from teleconsult.api.dicomweb.pixels import FrameSource, parse_frame_list
+from teleconsult.api.dicomweb.pixels import FrameSource, FramesPath, parse_frame_list
 from teleconsult.api.dicomweb.rendering import THUMBNAIL, RenderOptions, parse_render_options, render_frame
 from teleconsult.api.dicomweb.transcode import choose_transfer_syntax, convert_file
 from teleconsult.api.dicomweb.uris import PREFIX, DicomwebURLs
@@ -148,9 +149,10 @@ def _retrieve(
         location = urls.instance(ref.study_instance_uid, ref.series_instance_uid, ref.sop_instance_uid)
         content_type = f"{DICOM}; transfer-syntax={syntax}"
         if syntax == ref.transfer_syntax_uid:
-            parts.append(
-                OutgoingPart(content_type, partial(file_chunks, path), path.stat().st_size, location)
-            )
+            # The stored Part 10 file (File Meta included, as PS3.18 wants) goes out as it is,
+            # read in large blocks, never parsed.
+            body = partial(file_chunks, path, block_size=FILE_BLOCK_SIZE)
+            parts.append(OutgoingPart(content_type, body, path.stat().st_size, location))
         else:
             parts.append(OutgoingPart(content_type, partial(_converted, path, syntax), None, location))
     _audit(request, principal, located, f"WADO-RS retrieve of {len(parts)} instance(s)")
@@ -159,14 +161,14 @@ def _retrieve(
 
 @router.get("/studies/{study}", summary="Retrieve a study (multipart Part 10)", **_RETRIEVE)
 def retrieve_study(
-    study: str, request: Request, principal: PrincipalDep, store: StoreDep
+    study: StudyPath, request: Request, principal: PrincipalDep, store: StoreDep
 ) -> StreamingResponse:
     return _retrieve(request, principal, store, study=study)
 
 
 @router.get("/studies/{study}/series/{series}", summary="Retrieve a series (multipart Part 10)", **_RETRIEVE)
 def retrieve_series(
-    study: str, series: str, request: Request, principal: PrincipalDep, store: StoreDep
+    study: StudyPath, series: SeriesPath, request: Request, principal: PrincipalDep, store: StoreDep
 ) -> StreamingResponse:
     return _retrieve(request, principal, store, study=study, series=series)
 
@@ -177,7 +179,12 @@ def retrieve_series(
     **_RETRIEVE,
 )
 def retrieve_instance(
-    study: str, series: str, instance: str, request: Request, principal: PrincipalDep, store: StoreDep
+    study: StudyPath,
+    series: SeriesPath,
+    instance: InstancePath,
+    request: Request,
+    principal: PrincipalDep,
+    store: StoreDep,
 ) -> StreamingResponse:
     return _retrieve(request, principal, store, study=study, series=series, instance=instance)
 
@@ -211,7 +218,7 @@ def _metadata(
 
 @router.get("/studies/{study}/metadata", summary="Metadata of a study's instances", **_METADATA)
 def study_metadata(
-    study: str, request: Request, principal: PrincipalDep, store: StoreDep
+    study: StudyPath, request: Request, principal: PrincipalDep, store: StoreDep
 ) -> DicomJSONResponse:
     return _metadata(request, principal, store, study=study)
 
@@ -220,7 +227,7 @@ def study_metadata(
     "/studies/{study}/series/{series}/metadata", summary="Metadata of a series' instances", **_METADATA
 )
 def series_metadata(
-    study: str, series: str, request: Request, principal: PrincipalDep, store: StoreDep
+    study: StudyPath, series: SeriesPath, request: Request, principal: PrincipalDep, store: StoreDep
 ) -> DicomJSONResponse:
     return _metadata(request, principal, store, study=study, series=series)
 
@@ -231,7 +238,12 @@ def series_metadata(
     **_METADATA,
 )
 def instance_metadata(
-    study: str, series: str, instance: str, request: Request, principal: PrincipalDep, store: StoreDep
+    study: StudyPath,
+    series: SeriesPath,
+    instance: InstancePath,
+    request: Request,
+    principal: PrincipalDep,
+    store: StoreDep,
 ) -> DicomJSONResponse:
     return _metadata(request, principal, store, study=study, series=series, instance=instance)
 
@@ -243,10 +255,10 @@ def instance_metadata(
     responses=_responses("The value's bytes; Pixel Data uncompressed", _MULTIPART_OCTETS, OCTET_STREAM),
 )
 def retrieve_bulkdata(
-    study: str,
-    series: str,
-    instance: str,
-    path: str,
+    study: StudyPath,
+    series: SeriesPath,
+    instance: InstancePath,
+    path: BulkDataPath,
     request: Request,
     principal: PrincipalDep,
     store: StoreDep,
@@ -273,10 +285,10 @@ def retrieve_bulkdata(
     responses=_responses("One part per frame, Explicit VR Little Endian pixel bytes", _MULTIPART_OCTETS),
 )
 def retrieve_frames(
-    study: str,
-    series: str,
-    instance: str,
-    frames: str,
+    study: StudyPath,
+    series: SeriesPath,
+    instance: InstancePath,
+    frames: FramesPath,
     request: Request,
     principal: PrincipalDep,
     store: StoreDep,
@@ -293,6 +305,13 @@ def retrieve_frames(
     return _multipart_response(parts, OCTET_STREAM)
 
 
+_NUMBER = r"-?[0-9]{1,9}(\.[0-9]{1,6})?"
+_WINDOW_PATTERN = (
+    rf"^{_NUMBER},([1-9][0-9]{{0,8}}(\.[0-9]{{1,6}})?|0\.[0-9]{{0,5}}[1-9])(,(linear|linear-exact|sigmoid))?$"
+)
+_VIEWPORT_PATTERN = (
+    r"^[1-9][0-9]{0,3},[1-9][0-9]{0,3}(,[0-9]{1,5},[0-9]{1,5},[1-9][0-9]{0,4},[1-9][0-9]{0,4})?$"
+)
 _RENDERED = {
     "response_class": Response,
     "responses": _responses("The frame rendered for display", "image/jpeg", "image/png"),
@@ -302,29 +321,31 @@ _RENDERED = {
                 "name": "window",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string"},
-                "description": "center,width[,linear|linear-exact|sigmoid]; default: the data set's window",
+                "schema": {"type": "string", "pattern": _WINDOW_PATTERN},
+                "description": "center,width[,linear|linear-exact|sigmoid] with width > 0; "
+                "default: the data set's window",
             },
             {
                 "name": "viewport",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string"},
-                "description": "vw,vh[,sx,sy,sw,sh]: fit in vw x vh (aspect kept), optionally a region",
+                "schema": {"type": "string", "pattern": _VIEWPORT_PATTERN},
+                "description": "vw,vh[,sx,sy,sw,sh]: fit in vw x vh (1-8192, aspect kept), optionally "
+                "from a source region",
             },
             {
                 "name": "quality",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "integer"},
-                "description": "JPEG quality 1-100 (default 90)",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                "description": "JPEG quality (default 90)",
             },
             {
                 "name": "accept",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string"},
-                "description": "image/jpeg (default) or image/png; overrides the Accept header",
+                "schema": {"type": "string", "enum": ["image/jpeg", "image/png"]},
+                "description": "The media type (default image/jpeg); overrides the Accept header",
             },
         ]
     },
@@ -370,7 +391,12 @@ def _one_frame(frames: str, located: Located) -> int:
     **_RENDERED,
 )
 def rendered_instance(
-    study: str, series: str, instance: str, request: Request, principal: PrincipalDep, store: StoreDep
+    study: StudyPath,
+    series: SeriesPath,
+    instance: InstancePath,
+    request: Request,
+    principal: PrincipalDep,
+    store: StoreDep,
 ) -> Response:
     located = locate(request, store, principal, _READ, study=study, series=series, instance=instance)
     return _render_response(request, principal, store, located, RenderOptions(), 0, "rendered")
@@ -382,10 +408,10 @@ def rendered_instance(
     **_RENDERED,
 )
 def rendered_frame(
-    study: str,
-    series: str,
-    instance: str,
-    frames: str,
+    study: StudyPath,
+    series: SeriesPath,
+    instance: InstancePath,
+    frames: FramesPath,
     request: Request,
     principal: PrincipalDep,
     store: StoreDep,
@@ -415,13 +441,13 @@ _THUMBNAIL = {
 
 
 @router.get("/studies/{study}/thumbnail", summary="Thumbnail of a study (its first image)", **_THUMBNAIL)
-def study_thumbnail(study: str, request: Request, principal: PrincipalDep, store: StoreDep) -> Response:
+def study_thumbnail(study: StudyPath, request: Request, principal: PrincipalDep, store: StoreDep) -> Response:
     return _thumbnail(request, principal, store, study=study)
 
 
 @router.get("/studies/{study}/series/{series}/thumbnail", summary="Thumbnail of a series", **_THUMBNAIL)
 def series_thumbnail(
-    study: str, series: str, request: Request, principal: PrincipalDep, store: StoreDep
+    study: StudyPath, series: SeriesPath, request: Request, principal: PrincipalDep, store: StoreDep
 ) -> Response:
     return _thumbnail(request, principal, store, study=study, series=series)
 
@@ -432,6 +458,11 @@ def series_thumbnail(
     **_THUMBNAIL,
 )
 def instance_thumbnail(
-    study: str, series: str, instance: str, request: Request, principal: PrincipalDep, store: StoreDep
+    study: StudyPath,
+    series: SeriesPath,
+    instance: InstancePath,
+    request: Request,
+    principal: PrincipalDep,
+    store: StoreDep,
 ) -> Response:
     return _thumbnail(request, principal, store, study=study, series=series, instance=instance)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from teleconsult.api.dicomweb.dicomjson import rows_to_json, rows_to_json_text
+from teleconsult.api.dicomweb.query import DEFAULT_RETURN_KEYS
 from teleconsult.storage.matching import Level
 from tests.conftest import ApiClient
 from tests.factories import encode, make_ecg, make_image
@@ -211,6 +217,11 @@ _BAD_QUERIES = (
     ("fuzzymatching=maybe", "fuzzymatching"),
     ("PatientID=a&PatientID=b", "PatientID"),
     ("00101002.00100020=x", "00101002.00100020"),
+    # Numbers SQL cannot bind and characters PostgreSQL refuses are 400, not a server error.
+    ("offset=9223372036854775808", "offset"),
+    ("limit=2147483648", "limit"),
+    ("PatientID=P1%00", "PatientID"),
+    ("StudyDescription=%1B%24B", "StudyDescription"),
 )
 
 
@@ -220,6 +231,26 @@ def test_bad_queries_are_400_problems_naming_the_key(api: ApiClient) -> None:
         assert response.status_code == 400, (query, response.text)
         assert response.headers["content-type"] == "application/problem+json"
         assert named in response.json()["detail"], query
+
+
+def test_integer_keys_out_of_range_are_400(api: ApiClient) -> None:
+    for query in ("SeriesNumber=2147483648", "InstanceNumber=-2147483649"):
+        response = _get(api, f"/dicomweb/instances?{query}")
+        assert response.status_code == 400, (query, response.text)
+        assert query.partition("=")[0] in response.json()["detail"]
+    assert _get(api, "/dicomweb/series?SeriesNumber=2147483647").json() == []
+    assert _get(api, "/dicomweb/series?SeriesNumber=one").json() == []  # not a number: matches nothing
+
+
+def test_study_keys_match_at_lower_levels(api: ApiClient, community: dict[str, Dataset]) -> None:
+    series = _get(api, "/dicomweb/series?ModalitiesInStudy=US&PatientID=P1")
+    assert series.status_code == 200, series.text
+    assert _uids(series.json(), "0020000E") == {community["wang"].SeriesInstanceUID}
+    instances = _get(
+        api, f"/dicomweb/studies/{community['wang'].StudyInstanceUID}/instances?ModalitiesInStudy=US"
+    )
+    assert instances.status_code == 200, instances.text
+    assert len(instances.json()) == 2
 
 
 def test_invalid_uid_in_path_is_400(api: ApiClient) -> None:
@@ -269,3 +300,49 @@ def test_every_dicomweb_route_is_documented(api: ApiClient) -> None:
     stow = schema["paths"]["/dicomweb/studies"]["post"]
     assert {"200", "202", "409", "413", "415"} <= set(stow["responses"])
     assert "multipart/related" in stow["requestBody"]["content"]
+
+
+def test_error_answers_are_documented_as_problems(api: ApiClient) -> None:
+    schema = api.client.get("/openapi.json").json()  # type: ignore[attr-defined]
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    assert {"type", "title", "status", "detail", "instance", "code"} <= set(
+        schema["components"]["schemas"]["Problem"]["properties"]
+    )
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if operation.get("security"):
+                assert "401" in operation["responses"], (path, method)
+            for status, response in operation["responses"].items():
+                if status >= "400" and not (path.startswith("/dicomweb/studies") and status == "409"):
+                    assert list(response["content"]) == ["application/problem+json"], (path, method, status)
+
+
+_KEYWORDS = (
+    *DEFAULT_RETURN_KEYS[Level.STUDY],
+    *DEFAULT_RETURN_KEYS[Level.SERIES],
+    *DEFAULT_RETURN_KEYS[Level.IMAGE],
+)
+_INDEX_VALUES = st.one_of(
+    st.none(),
+    st.text(alphabet=st.sampled_from('a王^=\\"\x00\n 1.-e'), max_size=12),
+    st.integers(-(2**31), 2**31 - 1),
+    st.sampled_from(["12", "1.50", "-0", "1e3", "nan", "inf", "3\\4"]),
+)
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(_KEYWORDS), _INDEX_VALUES), max_size=4))
+def test_search_json_text_is_the_dicom_json_of_the_rows(rows: list[dict[str, Any]]) -> None:
+    """The fast writer of search answers gives exactly the objects of the reference builder."""
+    constants = {"00080056": {"vr": "CS", "Value": ["ONLINE"]}}
+
+    def url(row: Any) -> str:
+        return f"http://h/dicomweb/studies/{row.get('StudyInstanceUID')}"
+
+    expected = rows_to_json(
+        rows,
+        _KEYWORDS,
+        constants=constants,
+        computed={"00081190": lambda row: {"vr": "UR", "Value": [url(row)]}},
+    )
+    text = rows_to_json_text(rows, _KEYWORDS, constants=constants, computed={"00081190": ("UR", url)})
+    assert json.loads(text) == expected

@@ -134,3 +134,89 @@ def test_every_count_of_this_level_and_above_can_be_returned(populated: Instance
     expected = {key for key in counts if ATTRIBUTES[key].level.depth <= Level(level).depth}
     assert returned == expected
     assert all(rows[0][key] == 1 for key in returned)
+
+
+# -- the same answers on both databases, in the forms the 0006 indexes serve ---------
+
+NAME_PATTERNS = [
+    "王*",
+    "王^小*",
+    "王^小明",
+    "WANG*",
+    "wang^xiao*",
+    "Wang^XiaoMing",
+    "李*",
+    "*小*",
+    "?^*",
+    "100%*",
+    "UNDER_*",
+    "Under\\*",
+    "Wang*=王*",
+    "*=王^芳",
+    "ZHANG^WEI",
+]
+DATE_RANGES = [
+    "20240101-20241231",
+    "20250101-20250101",
+    "-20241231",
+    "20250615-",
+    "2024-2025",
+    "-2026",
+    "19991231-20000101",
+    "20261130",
+    "20250101-20251299",
+    "99991231-",
+]
+
+
+@pytest.fixture
+def populated_both(store: InstanceStore) -> InstanceStore:
+    """The module's names and dates, on SQLite and on PostgreSQL."""
+    for number, (name, date) in enumerate(zip(NAMES, DATES, strict=True)):
+        ds = make_image(charset="ISO_IR 192", patient_name=name, patient_id=f"ID{number}")
+        ds.StudyDate = date
+        store.store_instance(
+            encode(ds), ExplicitVRLittleEndian, calling_ae_title="T", source_organisation="T"
+        )
+    return store
+
+
+def test_person_names_and_date_ranges_match_alike_on_both_databases(populated_both: InstanceStore) -> None:
+    index = populated_both.index
+    for pattern in NAME_PATTERNS:
+        rows = index.query("STUDY", {"PatientName": pattern}, return_keys=["PatientName"])
+        if "=" in pattern:
+            expected = {
+                name
+                for name in NAMES
+                if all(
+                    _reference_wildcard(part.upper(), group.upper())
+                    for part, group in zip(pattern.split("="), [*name.split("="), "", ""], strict=False)
+                    if part and part != "*"
+                )
+            }
+        else:
+            expected = {name for name in NAMES if _reference_name_match(pattern, name)}
+        assert {row["PatientName"] for row in rows} == expected, pattern
+    for value in DATE_RANGES:
+        rows = index.query("STUDY", {"StudyDate": value}, return_keys=["StudyDate"])
+        low, dash, high = value.partition("-")
+        expected_dates = sorted(
+            d
+            for d in DATES
+            if d
+            and (d == low if not dash else (not low or d >= low) and (not high or d[: len(high)] <= high))
+        )
+        assert sorted(row["StudyDate"] for row in rows) == expected_dates, value
+
+
+def test_a_prefix_query_is_not_confused_by_a_cached_statement(populated_both: InstanceStore) -> None:
+    """The same SQL shape with other values (a cached compiled statement) binds the new values."""
+    index = populated_both.index
+    first = {r["PatientName"] for r in index.query("PATIENT", {"PatientName": "王*"})}
+    second = {r["PatientName"] for r in index.query("PATIENT", {"PatientName": "李*"})}
+    assert first == {name for name in NAMES if _reference_name_match("王*", name)}
+    assert second == {name for name in NAMES if _reference_name_match("李*", name)}
+    assert first
+    assert second
+    assert not first & second

@@ -1,0 +1,90 @@
+"""Index migrations on SQLite and PostgreSQL: up, down and up again, and what the indexes serve."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from sqlalchemy import Connection, Engine, create_engine
+
+from teleconsult.storage.index import normalise_database_url
+from teleconsult.storage.matching import build_query
+from teleconsult.storage.migrate import alembic_config, upgrade
+
+NAME_INDEXES = {
+    "ix_patients_patient_name_alphabetic_ci",
+    "ix_patients_patient_name_ideographic_ci",
+    "ix_patients_patient_name_phonetic_ci",
+}
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(normalise_database_url(database_url))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    """As ``migrate.upgrade`` runs upgrades: one transaction, the connection handed to Alembic."""
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def _revision(connection: Connection) -> str:
+    return str(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one())
+
+
+def _patient_indexes(connection: Connection) -> set[str]:
+    if connection.dialect.name == "postgresql":
+        sql = (
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'patients'"
+        )
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'patients'"
+    return {str(name) for name in connection.exec_driver_sql(sql).scalars()}
+
+
+def test_0006_upgrades_downgrades_and_upgrades_again(engine: Engine) -> None:
+    upgrade(engine, "0005")
+    with engine.connect() as conn:
+        assert _revision(conn) == "0005"
+        assert not NAME_INDEXES & _patient_indexes(conn)
+
+    upgrade(engine, "0006")
+    with engine.connect() as conn:
+        assert _revision(conn) == "0006"
+        assert _patient_indexes(conn) >= NAME_INDEXES
+
+    _downgrade(engine, "0005")
+    with engine.connect() as conn:
+        assert _revision(conn) == "0005"
+        indexes = _patient_indexes(conn)
+        assert not NAME_INDEXES & indexes
+        assert "ix_patients_patient_name_alphabetic" in indexes  # 0001's stay
+
+    upgrade(engine)  # to the head, through 0006 again
+    with engine.connect() as conn:
+        assert _patient_indexes(conn) >= NAME_INDEXES
+
+
+@pytest.mark.parametrize("pattern", ["王小*", "WANG*", "wang^xiao*", "王小明"])
+def test_a_name_query_can_be_answered_from_the_name_indexes(engine: Engine, pattern: str) -> None:
+    """The planner may use the 0006 indexes for a prefix or a whole name, in every group."""
+    upgrade(engine)
+    stmt = build_query("STUDY", {"PatientName": pattern})
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # A handful of rows would be read whole anyway: ask whether the index *can* serve.
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            prefix = "EXPLAIN"
+        else:
+            prefix = "EXPLAIN QUERY PLAN"
+        sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        plan = "\n".join(str(row) for row in conn.exec_driver_sql(f"{prefix} {sql}"))
+    assert all(name in plan for name in NAME_INDEXES), plan
