@@ -20,20 +20,23 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
+from urllib.parse import parse_qs, urlsplit
 
 from bench.query.corpus import Corpus, build_corpus
 from bench.query.datasets import EncodedInstance, encode_corpus
 from bench.query.explain import INDEX_TABLES, apply_sql, explain, index_query_seconds, query_scope
-from bench.query.find import FindClient, FindResult, find_client, findscu
+from bench.query.find import DEFAULT_TIMEOUT, FindClient, FindResult, find_client, findscu
 from bench.query.load import LoadResult, load_orthanc_rest, load_orthanc_storescu, load_teleconsult
 from bench.query.queries import KINDS, Query, draw_queries
+from bench.query.quiet import CpuWindow, Noise, wait_until_quiet
 from bench.query.report import (
     FindscuSummary,
     KindSummary,
@@ -43,10 +46,19 @@ from bench.query.report import (
     format_echo,
     format_environment,
     format_findscu,
+    format_noise,
     format_tuning,
     summarise,
 )
-from bench.query.servers import BenchError, libpq_url, orthanc_server, postgres_schema, teleconsult_gateway
+from bench.query.servers import (
+    BenchError,
+    Endpoint,
+    backend_pids,
+    libpq_url,
+    orthanc_server,
+    postgres_schema,
+    teleconsult_gateway,
+)
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 _QUICK_INSTANCES = 5000
@@ -65,6 +77,7 @@ _PRODUCT_MODULES = (
 _OPTIONAL_PRODUCT_MODULES = ("teleconsult.domain.identity", "teleconsult.storage.identity")
 
 Results = dict[str, dict[str, list[FindResult]]]  # kind -> server -> one result per run
+Noises = dict[str, Noise]  # kind -> the machine while it was measured
 _ECHOES = 50
 
 
@@ -94,6 +107,25 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=10,
         help="also time this many queries of each kind through DCMTK findscu, one process each (0: skip)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds the client waits for the next C-FIND response (and findscu for its query); "
+        f"default {DEFAULT_TIMEOUT:.0f}, since Orthanc answers one year of studies in seconds",
+    )
+    parser.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=0.15,
+        help="before each query kind, wait until at most this share of all CPUs is busy (default 0.15)",
+    )
+    parser.add_argument(
+        "--quiet-timeout",
+        type=float,
+        help="longest wait for a quiet machine per query kind, in seconds; 0 = never wait "
+        "(default 60, quick 0)",
     )
     parser.add_argument("--explain", action="store_true", help="print the plan of one query of each kind")
     parser.add_argument(
@@ -147,21 +179,50 @@ def _open_index(data_dir: Path, database_url: str | None) -> Any:
     )
 
 
-def _measure(clients: Sequence[FindClient], queries: dict[str, list[Query]], warmup: int) -> Results:
-    """Every query on every client, alternating which server goes first, after ``warmup`` unmeasured ones."""
+@dataclass(frozen=True, slots=True)
+class _Quiet:
+    """How to wait for a quiet machine, and whose CPU time is the benchmark's own."""
+
+    threshold: float
+    timeout: float
+    own_pids: Callable[[], Sequence[int]]
+
+
+def _report_failures(kind_label: str, client: FindClient, query: Query, result: FindResult) -> None:
+    """Every failed or wrong answer on stderr, as it happens: which server, kind, keys and why."""
+    if result.ok and result.uids == query.expected_uids:
+        return
+    what = result.error or f"{len(result.uids)} matches where {query.expected} were expected"
+    _log(f"  {client.endpoint.name}, {kind_label} {query.keys}: {what} ({result.seconds:.1f} s)")
+
+
+def _measure(
+    clients: Sequence[FindClient], queries: dict[str, list[Query]], warmup: int, quiet: _Quiet
+) -> tuple[Results, Noises]:
+    """Every query on every client, alternating which server goes first, after ``warmup`` unmeasured ones.
+
+    Before each kind the machine gets up to ``quiet.timeout`` seconds to calm
+    down; what other processes used while the kind was measured is returned.
+    """
     results: Results = {kind.name: {c.endpoint.name: [] for c in clients} for kind in KINDS}
+    noises: Noises = {}
     for kind in KINDS:
-        started = time.monotonic()
         drawn = queries[kind.name]
         for query in drawn[:warmup]:
             for client in clients:
-                client.find(query.identifier(), query.unique_key)
+                _report_failures(kind.label, client, query, client.find(query.identifier(), query.unique_key))
+        busy, waited = (
+            wait_until_quiet(quiet.threshold, quiet.timeout) if quiet.timeout > 0 else (float("nan"), 0.0)
+        )
+        started = time.monotonic()
+        window = CpuWindow(quiet.own_pids)
         for number, query in enumerate(drawn[warmup:]):
             order = clients if number % 2 == 0 else list(reversed(clients))
             for client in order:
-                results[kind.name][client.endpoint.name].append(
-                    client.find(query.identifier(), query.unique_key)
-                )
+                result = client.find(query.identifier(), query.unique_key)
+                _report_failures(kind.label, client, query, result)
+                results[kind.name][client.endpoint.name].append(result)
+        noises[kind.name] = noise = Noise(busy, waited, window.other_cores())
         measured = drawn[warmup:]
         figures = "; ".join(
             f"{name} {summary.correct}/{summary.runs} correct, p50 {summary.p50_ms:.1f} ms, "
@@ -169,8 +230,11 @@ def _measure(clients: Sequence[FindClient], queries: dict[str, list[Query]], war
             for name, runs in results[kind.name].items()
             for summary in [summarise(measured, runs)]
         )
-        _log(f"{kind.label}: {figures} ({time.monotonic() - started:.0f} s)")
-    return results
+        _log(
+            f"{kind.label}: {figures} ({time.monotonic() - started:.0f} s; other processes "
+            f"{noise.other_cores:.2f} cores{', NOISY' if noise.noisy else ''})"
+        )
+    return results, noises
 
 
 def _measure_echo(clients: Sequence[FindClient]) -> dict[str, list[float]]:
@@ -185,12 +249,12 @@ def _measure_echo(clients: Sequence[FindClient]) -> dict[str, list[float]]:
 
 
 def _measure_findscu(
-    endpoints: Sequence[Any], queries: dict[str, list[Query]], runs: int
+    endpoints: Sequence[Any], queries: dict[str, list[Query]], runs: int, timeout: float
 ) -> tuple[dict[str, float], list[FindscuSummary]]:
     """findscu start-up floor per server, then ``runs`` queries of each kind, alternating servers."""
     no_match = Query(KINDS[0], {"StudyInstanceUID": "2.25.1"}, frozenset())
     floor = {
-        endpoint.name: statistics.median(findscu(endpoint, no_match)[0] for _ in range(10)) * 1000
+        endpoint.name: statistics.median(findscu(endpoint, no_match, timeout)[0] for _ in range(10)) * 1000
         for endpoint in endpoints
     }
     summaries = []
@@ -199,7 +263,7 @@ def _measure_findscu(
         timings: dict[str, list[tuple[float, int]]] = {endpoint.name: [] for endpoint in endpoints}
         for number, query in enumerate(chosen):
             for endpoint in endpoints if number % 2 == 0 else list(reversed(endpoints)):
-                timings[endpoint.name].append(findscu(endpoint, query))
+                timings[endpoint.name].append(findscu(endpoint, query, timeout))
         summaries.append(FindscuSummary.of(kind, chosen, timings))
         _log(f"findscu {kind.label}: done")
     return floor, summaries
@@ -211,7 +275,7 @@ def _sql_p50(index: Any, queries: Sequence[Query]) -> float:
 
 
 def _summaries(
-    results: Results, queries: dict[str, list[Query]], warmup: int, index: Any
+    results: Results, queries: dict[str, list[Query]], warmup: int, index: Any, noises: Noises
 ) -> list[KindSummary]:
     summaries = []
     for kind in KINDS:
@@ -225,6 +289,7 @@ def _summaries(
                 teleconsult=summarise(measured, by_server["teleconsult"]),
                 orthanc=summarise(measured, orthanc) if orthanc else None,
                 sql_p50_ms=_sql_p50(index, measured),
+                noise=noises.get(kind.name),
             )
         )
     return summaries
@@ -261,6 +326,20 @@ def _load_orthanc(
     return load_orthanc_storescu(orthanc, corpus, encoded, tmp / "part10", args.orthanc_senders)
 
 
+def _own_processes(endpoint: Endpoint, orthanc: Any, database_url: str | None) -> Callable[[], list[int]]:
+    """The processes working for this run besides this one: gateway, Orthanc, PostgreSQL backends."""
+    query = parse_qs(urlsplit(database_url).query) if database_url else {}
+    application_name = query.get("application_name", [""])[0]
+
+    def pids() -> list[int]:
+        own = [pid for pid in (endpoint.pid, orthanc.process.pid if orthanc else None) if pid]
+        if database_url and application_name:
+            own += backend_pids(database_url, application_name)
+        return own
+
+    return pids
+
+
 def _measure_servers(
     args: argparse.Namespace,
     run: _Run,
@@ -271,19 +350,27 @@ def _measure_servers(
 ) -> None:
     index = _open_index(data_dir, database_url)
     try:
-        with teleconsult_gateway(data_dir, database_url) as endpoint, find_client(endpoint) as teleconsult:
+        with (
+            teleconsult_gateway(data_dir, database_url) as endpoint,
+            find_client(endpoint, timeout=args.timeout) as teleconsult,
+        ):
+            quiet = _Quiet(
+                args.quiet_threshold, args.quiet_timeout, _own_processes(endpoint, orthanc, database_url)
+            )
             clients = [teleconsult]
-            orthanc_context = find_client(orthanc.endpoint, orthanc.ensure_running) if orthanc else _nothing()
+            orthanc_context = (
+                find_client(orthanc.endpoint, orthanc.ensure_running, args.timeout) if orthanc else _nothing()
+            )
             with orthanc_context as orthanc_client:
                 if orthanc_client is not None:
                     clients.append(orthanc_client)
                 run.load_before = os.getloadavg()
                 _log("measuring C-ECHO and C-FIND")
                 run.echo = _measure_echo(clients)
-                results = _measure(clients, queries, _WARMUP)
+                results, noises = _measure(clients, queries, _WARMUP, quiet)
                 run.load_after = os.getloadavg()
                 run.orthanc_restarts = list(orthanc.restarts) if orthanc else []
-            run.summaries = _summaries(results, queries, _WARMUP, index)
+            run.summaries = _summaries(results, queries, _WARMUP, index, noises)
             # Printed now: a later step (plans, --try-sql) failing must not lose these figures.
             _print_report(run, args)
             if args.findscu_runs > 0:
@@ -291,19 +378,21 @@ def _measure_servers(
                 if orthanc:
                     orthanc.ensure_running()
                 _log("measuring with DCMTK findscu")
-                floor, findscu_summaries = _measure_findscu(endpoints, queries, args.findscu_runs)
+                floor, findscu_summaries = _measure_findscu(
+                    endpoints, queries, args.findscu_runs, args.timeout
+                )
                 print("\n" + format_findscu(floor, findscu_summaries, args.findscu_runs), flush=True)
             if args.explain:
                 _print_plans(index, queries, "(as loaded)")
             if args.try_sql:
                 # Both passes ask teleconsult alone, so they differ only by the SQL applied.
                 _log("measuring teleconsult alone, before --try-sql")
-                before = _measure([teleconsult], queries, _WARMUP)
-                run.untuned = _summaries(before, queries, _WARMUP, index)
+                before, noises = _measure([teleconsult], queries, _WARMUP, quiet)
+                run.untuned = _summaries(before, queries, _WARMUP, index, noises)
                 for statement in apply_sql(index, args.try_sql):
                     _log(f"applied: {' '.join(statement.split())}")
-                after = _measure([teleconsult], queries, _WARMUP)
-                run.tuned = _summaries(after, queries, _WARMUP, index)
+                after, noises = _measure([teleconsult], queries, _WARMUP, quiet)
+                run.tuned = _summaries(after, queries, _WARMUP, index, noises)
                 print("\n" + format_tuning(run.untuned, run.tuned, str(args.try_sql)), flush=True)
                 if args.explain:
                     _print_plans(index, queries, f"(after {args.try_sql})")
@@ -346,14 +435,18 @@ def _benchmark(args: argparse.Namespace) -> _Run:
 
 
 def _analyze(data_dir: Path, database_url: str) -> None:
-    """PostgreSQL's autovacuum would analyse freshly loaded tables within minutes; do it now, not mid-run.
+    """VACUUM ANALYZE the freshly loaded tables now, as autovacuum would within minutes, not mid-run.
 
-    Only the index's tables: a bare ANALYZE would walk every schema of the database.
+    The statistics give the planner the archive's real shape, and the vacuum
+    sets the visibility map that an index-only scan (the count subqueries)
+    needs to skip the table: the state of an archive that has been running,
+    not of one loaded a second ago. Only the index's tables: a bare VACUUM
+    would walk every schema of the database.
     """
     index = _open_index(data_dir, database_url)
     try:
-        with index.engine.begin() as conn:
-            conn.exec_driver_sql(f"ANALYZE {', '.join(INDEX_TABLES)}")
+        with index.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"VACUUM (ANALYZE) {', '.join(INDEX_TABLES)}")
     finally:
         index.close()
 
@@ -390,7 +483,8 @@ def _print_report(run: _Run, args: argparse.Namespace) -> None:
             f"Orthanc exited during the measurement and was restarted {len(run.orthanc_restarts)} times "
             f"({', '.join(run.orthanc_restarts)}); its failed queries count as incorrect runs\n"
         )
-    print(format_comparison(run.summaries), flush=True)
+    print(format_comparison(run.summaries))
+    print(format_noise(run.summaries, args.quiet_threshold, args.quiet_timeout), flush=True)
 
 
 def _import_product() -> None:
@@ -413,6 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _clean_environment()
     args.instances = args.instances or (_QUICK_INSTANCES if args.quick else 100_000)
     args.runs = args.runs or (20 if args.quick else 50)
+    if args.quiet_timeout is None:
+        args.quiet_timeout = 0.0 if args.quick else 60.0
     started = time.monotonic()
     try:
         _import_product()
@@ -422,6 +518,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BenchError as exc:
         print(f"FAIL: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # every server is stopped by now; say what broke and where
+        traceback.print_exc()
+        print(
+            f"FAIL: unexpected {type(exc).__name__} after {time.monotonic() - started:.0f} s: {exc} "
+            "(figures measured before it are printed above)",
+            file=sys.stderr,
+        )
         return 2
     _log(f"done in {time.monotonic() - started:.0f} s")
     everything = run.summaries + (run.untuned or []) + (run.tuned or [])

@@ -33,14 +33,18 @@ from bench.query.servers import CALLING_AE_TITLE, BenchError, Endpoint
 if TYPE_CHECKING:
     from pynetdicom.events import Event
 
-__all__ = ["FindClient", "FindResult", "find_client", "findscu"]
+__all__ = ["DEFAULT_TIMEOUT", "FindClient", "FindResult", "find_client", "findscu"]
 
 logger = logging.getLogger(__name__)
 
 _PENDING = (0xFF00, 0xFF01)
-# Orthanc takes seconds on the larger queries (FACTS.md: 5 s); a peer killed
-# mid-query is only noticed when this runs out, so not much longer than that.
-_TIMEOUT = 60.0
+# How long the client waits for the next response of a C-FIND (pynetdicom's
+# DIMSE timeout) or for a findscu process. Orthanc computes every match before
+# its first response: 1.8 s for a name prefix and 5 s for one year on a quiet
+# machine (FACTS.md), several times that while neighbours load both cores. A
+# 60 s limit once aborted a 30-minute run on a busy machine; a peer killed
+# mid-query is noticed by the Orthanc restart check instead.
+DEFAULT_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +72,14 @@ def _no_delay(event: Event) -> None:
 class FindClient:
     """A Study Root C-FIND SCU bound to one server; re-associates if the server drops the link."""
 
-    def __init__(self, endpoint: Endpoint, restarted: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        restarted: Callable[[], bool] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         self.endpoint = endpoint
+        self.timeout = timeout
         # Called before each request: True if the server was restarted (the association is dead).
         self.restarted = restarted
         self.ae = AE(ae_title=CALLING_AE_TITLE)
@@ -78,7 +88,7 @@ class FindClient:
         )
         self.ae.add_requested_context(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         self.ae.acse_timeout = 60
-        self.ae.dimse_timeout = _TIMEOUT
+        self.ae.dimse_timeout = timeout
         # The association idles while the other server (or findscu) works: keep it.
         self.ae.network_timeout = 3600
         self.assoc: Association | None = None
@@ -128,7 +138,12 @@ class FindClient:
         seconds = time.perf_counter() - started
         error = None
         if final is None:
-            error = "association aborted or timed out"
+            error = (
+                f"no response within the {self.timeout:.0f} s DIMSE timeout after {responses} matches; "
+                "association aborted"
+                if seconds >= self.timeout
+                else f"association aborted after {seconds:.1f} s and {responses} matches"
+            )
         elif final != 0x0000:
             error = f"status 0x{final:04X}"
         return FindResult(seconds, frozenset(uids), responses, final, error)
@@ -140,28 +155,50 @@ class FindClient:
         self.ae.shutdown()
 
 
-def findscu(endpoint: Endpoint, query: Query) -> tuple[float, int]:
+def findscu(endpoint: Endpoint, query: Query, timeout: float = DEFAULT_TIMEOUT) -> tuple[float, int]:
     """(seconds, pending responses) of one query through DCMTK ``findscu``, process start-up included.
+
+    A findscu that runs out of ``timeout`` (or fails) counts -1 responses, so
+    it is an incorrect run in the report instead of the end of the benchmark.
 
     A C++ client decodes a response in microseconds, where pynetdicom takes
     about half a millisecond: on queries with thousands of matches this shows
     what each server costs, not what the client does. ``TCP_NODELAY=1`` as
     FACTS.md says.
     """
-    command = ["findscu", "-v", "-S", "-aet", CALLING_AE_TITLE, "-aec", endpoint.ae_title]
+    wait = str(int(timeout))  # DIMSE and socket timeouts (findscu's socket default is 60 s)
+    command = ["findscu", "-v", "-S", "-td", wait, "-ts", wait]
+    command += ["-aet", CALLING_AE_TITLE, "-aec", endpoint.ae_title]
     for keyword, value in query.identifier_keys():
         command += ["-k", f"{keyword}={value}" if value else keyword]
     command += [endpoint.host, str(endpoint.port)]
     env = {**os.environ, "TCP_NODELAY": "1"}
     started = time.perf_counter()
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=_TIMEOUT)
+    try:
+        result = subprocess.run(
+            command, env=env, capture_output=True, text=True, check=False, timeout=timeout + 30
+        )
+    except subprocess.TimeoutExpired:
+        logger.warning("findscu to %s ran out of %.0f s for %s", endpoint.name, timeout, query.keys)
+        return time.perf_counter() - started, -1
     seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        logger.warning(
+            "findscu to %s exited with %d for %s: %s",
+            endpoint.name,
+            result.returncode,
+            query.keys,
+            " ".join(result.stderr.strip().splitlines()[-1:]),
+        )
+        return seconds, -1
     return seconds, (result.stdout + result.stderr).count("(Pending)")
 
 
 @contextmanager
-def find_client(endpoint: Endpoint, restarted: Callable[[], bool] | None = None) -> Iterator[FindClient]:
-    client = FindClient(endpoint, restarted)
+def find_client(
+    endpoint: Endpoint, restarted: Callable[[], bool] | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> Iterator[FindClient]:
+    client = FindClient(endpoint, restarted, timeout)
     try:
         yield client
     finally:

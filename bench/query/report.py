@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.query.find import FindResult
 from bench.query.load import LoadResult
 from bench.query.queries import Query, QueryKind
+from bench.query.quiet import NOISY_OTHER_CORES, Noise
 from bench.query.servers import ORTHANC_BINARY
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "format_echo",
     "format_environment",
     "format_findscu",
+    "format_noise",
     "format_tuning",
     "percentile",
     "summarise",
@@ -84,6 +86,7 @@ class KindSummary:
     teleconsult: Summary
     orthanc: Summary | None
     sql_p50_ms: float | None  # teleconsult's Index.query alone, in the benchmark process
+    noise: Noise | None = None  # the rest of the machine while this kind was measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +162,23 @@ def _memory_gib() -> str:
     return "unknown"
 
 
+def _commit() -> str:
+    """The commit of the working tree the run imported, and how many files differ from it."""
+    root = Path(__file__).resolve().parents[2]
+    head = _run(["git", "-C", str(root), "log", "-1", "--format=%h %cd", "--date=short"])
+    changed = subprocess.run(
+        ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines()
+    return f"{head}" + (f" + uncommitted changes in {len(changed)} files" if changed else "")
+
+
 def environment(postgres_version: str | None) -> dict[str, str]:
     """Machine facts and versions of everything that takes part."""
     return {
+        "teleconsult": _commit(),
         "cpus (nproc)": str(os.cpu_count()),
         "cpu model": _cpu_model(),
         "memory": _memory_gib(),
@@ -233,6 +250,7 @@ def format_comparison(summaries: Sequence[KindSummary]) -> str:
         "orthanc p95 ms",
         "p95 ratio o/tc",
         "tc SQL p50 ms",
+        "other cores",
     ]
     rows = []
     for s in summaries:
@@ -251,6 +269,7 @@ def format_comparison(summaries: Sequence[KindSummary]) -> str:
                 _ms(orthanc.p95_ms) if orthanc else "-",
                 f"{orthanc.p95_ms / tc.p95_ms:.1f}" if orthanc and tc.p95_ms > 0 else "-",
                 _ms(s.sql_p50_ms),
+                _noise(s.noise),
             ]
         )
     notes = [
@@ -260,6 +279,29 @@ def format_comparison(summaries: Sequence[KindSummary]) -> str:
         if summary is not None and summary.failed
     ]
     return _table(header, rows) + ("\n" + "\n".join(notes) if notes else "")
+
+
+def _noise(noise: Noise | None) -> str:
+    if noise is None:
+        return "-"
+    return f"{noise.other_cores:.2f}" + (" NOISY" if noise.noisy else "")
+
+
+def format_noise(summaries: Sequence[KindSummary], threshold: float, timeout: float) -> str:
+    """One line: how the run waited for a quiet machine and how many kinds were NOISY anyway."""
+    noises = [s.noise for s in summaries if s.noise is not None]
+    noisy = sum(n.noisy for n in noises)
+    waited = sum(n.waited for n in noises)
+    wait = (
+        f"waited up to {timeout:.0f} s per kind for at most {threshold:.0%} of the CPUs busy "
+        f"({waited:.0f} s in all)"
+        if timeout > 0
+        else "no wait for a quiet machine"
+    )
+    return (
+        f"{wait}; {noisy} of {len(noises)} kinds NOISY (other processes over {NOISY_OTHER_CORES} cores "
+        "on average while measured)"
+    )
 
 
 def format_tuning(before: Sequence[KindSummary], after: Sequence[KindSummary], sql_file: str) -> str:

@@ -40,6 +40,7 @@ __all__ = [
     "BenchError",
     "Endpoint",
     "OrthancServer",
+    "backend_pids",
     "free_port",
     "libpq_url",
     "orthanc_server",
@@ -75,6 +76,7 @@ class Endpoint:
     host: str
     port: int
     ae_title: str
+    pid: int | None = None  # the server's process, where the benchmark started it
 
 
 def free_port() -> int:
@@ -106,6 +108,9 @@ def postgres_schema(database_url: str) -> Iterator[tuple[str, str]]:
 
     Yields (schema, URL selecting it through libpq's ``options``), so the
     benchmark never touches the tables of anything else in the database.
+    Every connection through that URL carries the schema's name as its
+    ``application_name``, so ``backend_pids`` finds the server processes
+    working for this run.
     """
     import psycopg
 
@@ -115,10 +120,22 @@ def postgres_schema(database_url: str) -> Iterator[tuple[str, str]]:
         conn.execute(f"CREATE SCHEMA {schema}")
     separator = "&" if "?" in database_url else "?"
     try:
-        yield schema, f"{database_url}{separator}options={quote(f'-csearch_path={schema}', safe='-')}"
+        options = quote(f"-csearch_path={schema}", safe="-")
+        yield schema, f"{database_url}{separator}options={options}&application_name={schema}"
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def backend_pids(database_url: str, application_name: str) -> list[int]:
+    """PostgreSQL server processes serving connections of ``application_name`` (the run's own)."""
+    import psycopg
+
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+        ).fetchall()
+    return [int(row[0]) for row in rows]
 
 
 # -- Orthanc -----------------------------------------------------------------
@@ -260,6 +277,9 @@ def teleconsult_settings(data_dir: Path, database_url: str | None) -> Any:
             {"ae_title": CALLING_AE_TITLE, "host": HOST, "port": 104, "organisation": PEER_ORGANISATION}
         ],
         log_level="WARNING",
+        # The benchmark's association idles while Orthanc answers, findscu runs
+        # and --try-sql builds indexes: keep it, as Orthanc's DicomScpTimeout does.
+        dicom_network_timeout=3600,
     )
 
 
@@ -298,7 +318,7 @@ def teleconsult_gateway(data_dir: Path, database_url: str | None) -> Iterator[En
         if not parent.poll(_START_TIMEOUT):
             raise BenchError(f"the teleconsult gateway did not start within {_START_TIMEOUT:.0f} s")
         port = parent.recv()
-        yield Endpoint("teleconsult", HOST, port, TELECONSULT_AE_TITLE)
+        yield Endpoint("teleconsult", HOST, port, TELECONSULT_AE_TITLE, process.pid)
     except EOFError as exc:
         process.join(_STOP_TIMEOUT)
         raise BenchError(

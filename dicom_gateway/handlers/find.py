@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 
-from dicom_gateway.query import QueryError, parse_identifier, response_dataset
+from dicom_gateway.query import QueryError, encoded_response, parse_identifier
 from teleconsult.errors import TeleconsultError
 
 if TYPE_CHECKING:
@@ -63,8 +63,11 @@ def handle_find(event: Event, context: GatewayContext) -> Iterator[tuple[int | D
         yield _failure(0xA700, exc.comment), None
         return
     logger.info("C-FIND from %s at %s level: %d matches", calling, request.level, len(rows))
+    # Each match is encoded here for the association's transfer syntax, so
+    # pynetdicom's writer only copies its bytes (see encoded_response).
+    transfer_syntax = event.context.transfer_syntax
     for row in rows:
         if event.is_cancelled:
             yield 0xFE00, None
             return
-        yield 0xFF00, response_dataset(request, row, context.settings.ae_title)
+        yield 0xFF00, encoded_response(request, row, context.settings.ae_title, transfer_syntax)

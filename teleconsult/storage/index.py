@@ -122,6 +122,16 @@ class _WriteStatements:
             .where(_studies.c.pk == bindparam("study_pk"))
             .values(modalities_in_study=bindparam("modalities"), updated_at=bindparam("now"))
         )
+        # Only a study that has no series yet (made in this transaction) is cleared.
+        self.clear_new_study_modalities = (
+            update(_studies)
+            .where(
+                _studies.c.pk == bindparam("study_pk"),
+                _studies.c.modalities_in_study == bindparam("modality"),
+                ~select(_series.c.pk).where(_series.c.study_pk == _studies.c.pk).exists(),
+            )
+            .values(modalities_in_study="")
+        )
         self.insert_study = (
             insert(_studies).values(_bound(_studies)).on_conflict_do_nothing().returning(_studies.c.pk)
         )
@@ -345,6 +355,11 @@ class Index:
             row = conn.execute(sql.series_by_uid, {"series_instance_uid": attrs.series_instance_uid}).one()
             series_pk, modality = row.pk, row.modality
             if row.study_pk != study_pk:
+                # A series UID reused across studies: the series stays where
+                # it is, and a study made just now for it keeps no modality.
+                conn.execute(
+                    sql.clear_new_study_modalities, {"study_pk": study_pk, "modality": attrs.modality[:128]}
+                )
                 study_pk = row.study_pk
                 modalities = conn.execute(sql.study_modalities, {"pk": study_pk}).scalar_one()
         if modality and modality not in modalities.split("\\"):
@@ -375,7 +390,9 @@ class Index:
                 "study_description": attrs.study_description,
                 "referring_physician_name": attrs.referring_physician_name,
                 "institution_name": attrs.institution_name,
-                "modalities_in_study": "",
+                # The instance's series will be the study's first: its modality
+                # goes in now rather than by an UPDATE after the series insert.
+                "modalities_in_study": attrs.modality[:128],
                 "source_organisation": stored.source_organisation,
                 "specific_character_set": attrs.specific_character_set[:128],
                 "created_at": now,
@@ -383,7 +400,7 @@ class Index:
             },
         ).scalar()
         if pk is not None:
-            return pk, ""
+            return pk, attrs.modality[:128]
         # Inserted by another association since the select above.
         row = conn.execute(sql.study_by_uid, {"study_instance_uid": attrs.study_instance_uid}).one()
         return row.pk, row.modalities_in_study
