@@ -113,4 +113,6 @@ def test_openapi(
     headers = dict(tokens[user])
     if case.media_type == "multipart/related":
         headers["Content-Type"] = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
-    case.call_and_validate(headers=headers, checks=CHECKS)
+    # call_and_validate raises on any failed check; the status is asserted here too.
+    response = case.call_and_validate(headers=headers, checks=CHECKS)
+    assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code}"

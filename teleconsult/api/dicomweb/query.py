@@ -173,6 +173,8 @@ def _check_value(keyword: str, value: str) -> None:
 def _include_fields(values: Iterable[str], level: Level) -> list[str]:
     keywords: list[str] = []
     for value in values:
+        if not value.strip(" ,"):
+            raise InvalidRequestError("includefield is empty: give attribute keywords, tags or 'all'")
         for item in filter(None, (part.strip() for part in value.split(","))):
             if item.lower() == "all":
                 keywords += supported_keywords(level)

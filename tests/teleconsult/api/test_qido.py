@@ -222,6 +222,8 @@ _BAD_QUERIES = (
     ("limit=2147483648", "limit"),
     ("PatientID=P1%00", "PatientID"),
     ("StudyDescription=%1B%24B", "StudyDescription"),
+    ("includefield=", "includefield"),
+    ("includefield=,", "includefield"),
 )
 
 
