@@ -9,20 +9,30 @@ What is written, one row each (``teleconsult.audit``):
 
 - a refused association (``association``, DENIED; FAILURE when over the
   association limit);
-- a C-FIND, when its last response is sent (``query``; level, number of
-  matches and the matching keys);
-- a C-MOVE or C-GET, when its last response is sent (``retrieve``; the
-  studies in scope the identifier names, the sub-operation counts; DENIED
-  when the named studies exist only outside the peer's scope);
+- a C-FIND, with its last response (``query``; level, number of matches
+  and the matching keys);
+- a C-MOVE or C-GET, with its last response (``retrieve``; the studies in
+  scope the identifier names, the sub-operation counts; DENIED when the
+  named studies exist only outside the peer's scope);
 - C-STORE, per study and association, when the association ends
   (``instance.store``; the number of instances). Per instance only the SOP
   Instance UID is kept in memory: ingest never waits for an audit
   transaction, and an association of any size costs one transaction.
+
+pynetdicom reports a response as sent just *before* it writes it, so the
+record of a query or retrieve goes to a writer thread (``_AuditWriter``)
+instead of holding the final response back by an audit transaction; the
+matches themselves went out with the pending responses already. When an
+association ends, its records are waited for (and the end of the
+association is written after them), so a stopped gateway leaves none
+unwritten.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 from collections import Counter
 from collections.abc import Iterable
@@ -67,6 +77,7 @@ _DIAGNOSTICS = {
     0x03: "calling AE title not recognised (not a configured peer)",
     0x07: "called AE title not recognised",
 }
+_WRITE_WAIT_SECONDS = 30
 _SERVICES = {C_FIND_RQ: "C-FIND", C_MOVE_RQ: "C-MOVE", C_GET_RQ: "C-GET"}
 
 
@@ -81,6 +92,42 @@ class _Request:
     matches: int = 0
 
 
+class _AuditWriter:
+    """Writes audit events on its own thread, in order, a batch per transaction."""
+
+    _BATCH = 200
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+        self._queue: queue.SimpleQueue[tuple[list[AuditEvent], threading.Event]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, events: list[AuditEvent]) -> threading.Event:
+        """Queue ``events``; the returned event is set once they are written (or failed, logged)."""
+        done = threading.Event()
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="dicom-audit-writer", daemon=True)
+                self._thread.start()
+        self._queue.put((events, done))
+        return done
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self._BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            # A failure is logged by AuditLog; the peers' statuses stand.
+            with contextlib.suppress(Exception):
+                self.audit.record_many([event for events, _done in batch for event in events])
+            for _events, done in batch:
+                done.set()
+
+
 @dataclass
 class _Association:
     """What one association did that is summed up when it ends."""
@@ -91,6 +138,7 @@ class _Association:
     stored: list[str] = field(default_factory=list)
     refused: Counter[int] = field(default_factory=Counter)
     requests: dict[int, _Request] = field(default_factory=dict)
+    unwritten: list[threading.Event] = field(default_factory=list)
 
 
 def _single(value: str) -> str | None:
@@ -140,6 +188,7 @@ class DicomAuditor:
     def __init__(self, context: GatewayContext, audit: AuditLog | None = None) -> None:
         self.context = context
         self.audit = audit or AuditLog(context.store.index.engine)
+        self._writer = _AuditWriter(self.audit)
         self._associations: dict[Any, _Association] = {}
         self._lock = threading.Lock()
 
@@ -237,7 +286,17 @@ class DicomAuditor:
     def _close(self, assoc: Any, how: str) -> None:
         with self._lock:
             state = self._associations.pop(assoc, None)
-        if state is None or not (state.stored or state.refused):
+        if state is None:
+            return
+        for done in state.unwritten:
+            if not done.wait(_WRITE_WAIT_SECONDS):
+                logger.error(
+                    "audit records of %s still unwritten after %d s",
+                    state.calling_ae_title,
+                    _WRITE_WAIT_SECONDS,
+                )
+                break
+        if not (state.stored or state.refused):
             return
         try:
             events = self._store_events(state, how)
@@ -373,7 +432,8 @@ class DicomAuditor:
                 f"{request.service} {request.sop_class_uid}",
                 detail=f"final status 0x{status:04X}; details unknown (index unreadable)",
             )
-        self._write([audit_event])
+        state.unwritten = [done for done in state.unwritten if not done.is_set()]
+        state.unwritten.append(self._writer.submit([audit_event]))
 
     def _find_event(self, state: _Association, request: _Request, status: int) -> AuditEvent:
         identifier = request.identifier

@@ -8,6 +8,7 @@ tampering with the table is detectable (``AuditLog.verify``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,9 +19,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, false, or_, select
+from sqlalchemy import ColumnElement, Engine, String, and_, bindparam, false, func, or_, select
 
 from teleconsult.storage.tables import AuditRecord
+from teleconsult.storage.transactions import reader
 
 __all__ = ["AuditEvent", "AuditLog", "AuditOutcome", "Interface"]
 
@@ -59,9 +61,34 @@ class AuditEvent:
     detail: str = ""
 
 
+def _canonical(values: dict[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True, ensure_ascii=False, default=str)
+
+
 def _digest(previous: str, values: dict[str, Any]) -> str:
-    canonical = json.dumps(values, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256((previous + canonical).encode("utf-8")).hexdigest()
+    return hashlib.sha256((previous + _canonical(values)).encode("utf-8")).hexdigest()
+
+
+# PostgreSQL's form of ``_digest`` over the newest row, in the INSERT itself.
+_CHAINED_INSERT = _audit.insert().values(
+    **{
+        column.name: bindparam(column.name)
+        for column in _audit.c
+        if column.name not in ("pk", "chain_sha256")
+    },
+    chain_sha256=func.encode(
+        func.sha256(
+            func.convert_to(
+                func.coalesce(
+                    select(_audit.c.chain_sha256).order_by(_audit.c.pk.desc()).limit(1).scalar_subquery(),
+                    _GENESIS,
+                ).concat(bindparam("canonical", type_=String)),
+                "UTF8",
+            )
+        ),
+        "hex",
+    ),
+)
 
 
 # Column widths (migration 0005): values are cut to fit before they are
@@ -123,18 +150,10 @@ class AuditLog:
             return
         with self._lock:
             try:
-                with self.engine.begin() as conn:
-                    if conn.dialect.name == "postgresql":
-                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7261001)")
-                    elif conn.dialect.name == "sqlite":
-                        conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    previous = conn.execute(
-                        select(_audit.c.chain_sha256).order_by(_audit.c.pk.desc()).limit(1)
-                    ).scalar()
-                    chain = previous or _GENESIS
-                    for _event, values in rows:
-                        chain = _digest(chain, values)
-                        conn.execute(_audit.insert().values(**{**values, "time": time}, chain_sha256=chain))
+                if self.engine.dialect.name == "postgresql":
+                    self._append_postgresql(rows, time)
+                else:
+                    self._append(rows, time)
             except Exception:
                 first = rows[0][0]
                 logger.exception(
@@ -144,6 +163,65 @@ class AuditLog:
                     first.actor,
                 )
                 raise
+
+    def _append(self, rows: list[tuple[AuditEvent, dict[str, Any]]], time: datetime) -> None:
+        """SQLite: the rows in one ``BEGIN IMMEDIATE`` transaction committed without its own fsync.
+
+        With ``synchronous=NORMAL`` in WAL mode the commit is in the log
+        (it survives a crash of teleconsult) and reaches the disk with the
+        next synchronous commit, at the latest the next instance stored or
+        checkpoint; only a power cut before then can lose it. The
+        connection goes back to ``FULL`` before anyone else uses it, or is
+        discarded.
+        """
+        with self.engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            # On the driver's connection: a PRAGMA is no transaction of SQLAlchemy's.
+            driver = conn.connection.dbapi_connection
+            if sqlite:
+                driver.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with conn.begin():
+                    if sqlite:
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    previous = conn.execute(
+                        select(_audit.c.chain_sha256).order_by(_audit.c.pk.desc()).limit(1)
+                    ).scalar()
+                    chain = previous or _GENESIS
+                    for _event, values in rows:
+                        chain = _digest(chain, values)
+                        conn.execute(_audit.insert().values(**{**values, "time": time}, chain_sha256=chain))
+            finally:
+                if sqlite:
+                    try:
+                        driver.execute("PRAGMA synchronous=FULL")
+                    except Exception:
+                        conn.invalidate()
+                        raise
+
+    def _append_postgresql(self, rows: list[tuple[AuditEvent, dict[str, Any]]], time: datetime) -> None:
+        """The same rows in three round trips: lock, insert (chained by the server), commit.
+
+        The transaction-level advisory lock orders the chain across
+        processes. Each row's digest is computed by PostgreSQL from the row
+        before it with ``sha256()``, over the same text ``_digest`` hashes,
+        so ``verify`` checks both kinds of rows alike. The commit is
+        asynchronous: the row is visible before the data is served and
+        survives a crash of teleconsult; only a crash of the database
+        server's machine in the next fraction of a second can lose it.
+        """
+        with reader(self.engine).connect() as conn:
+            conn.exec_driver_sql(
+                "BEGIN; SET LOCAL synchronous_commit TO OFF; SELECT pg_advisory_xact_lock(7261001)"
+            )
+            try:
+                for _event, values in rows:
+                    conn.execute(_CHAINED_INSERT, {**values, "time": time, "canonical": _canonical(values)})
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
 
     def query(
         self,

@@ -66,11 +66,11 @@ def report_service(app: FastAPI) -> ReportService:
     return service
 
 
-def _consults(request: Request) -> ConsultService:
+async def _consults(request: Request) -> ConsultService:
     return consult_service(request.app)
 
 
-def _reports(request: Request) -> ReportService:
+async def _reports(request: Request) -> ReportService:
     return report_service(request.app)
 
 

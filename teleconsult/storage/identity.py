@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, select, update
@@ -19,6 +20,7 @@ from teleconsult.domain.identity import (
 from teleconsult.errors import ConflictError, NotFoundError
 from teleconsult.security import hash_password, new_refresh_token, refresh_token_digest, verify_password
 from teleconsult.storage.tables import OrganisationRow, RefreshToken, UserAccount
+from teleconsult.storage.transactions import reader
 
 __all__ = ["IdentityStore"]
 
@@ -31,9 +33,18 @@ _refresh = RefreshToken.__table__
 _DUMMY_HASH = hash_password("not-a-real-password")
 
 
+# Organisations are only ever added (never moved or removed), so a tree read
+# a few seconds ago can only miss an organisation created since: it never
+# grants more than the current one. Requests reuse it for this long instead
+# of reading every organisation again; ``add_organisation`` refreshes it.
+_TREE_SECONDS = 5.0
+
+
 class IdentityStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._reader = reader(engine)
+        self._tree: tuple[float, dict[str, str | None]] | None = None
 
     # -- organisations -------------------------------------------------------
 
@@ -55,20 +66,21 @@ class IdentityStore:
                 )
             except IntegrityError as exc:
                 raise ConflictError(f"organisation {code} already exists") from exc
+        self._tree = None
         return Organisation(code=code, name=name.strip(), parent_code=parent_code)
 
     def organisations(self) -> list[Organisation]:
-        parent = _orgs.alias("parent")
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(_orgs.c.code, _orgs.c.name, parent.c.code.label("parent_code"))
-                .select_from(_orgs.outerjoin(parent, _orgs.c.parent_pk == parent.c.pk))
-                .order_by(_orgs.c.code)
-            ).all()
-        return [Organisation(code=r.code, name=r.name, parent_code=r.parent_code) for r in rows]
+        with self._reader.connect() as conn:
+            return _organisations(conn)
 
     def organisation_tree(self) -> dict[str, str | None]:
-        return {org.code: org.parent_code for org in self.organisations()}
+        """Organisation code -> parent code, at most ``_TREE_SECONDS`` old."""
+        cached = self._tree
+        if cached is not None and time.monotonic() - cached[0] < _TREE_SECONDS:
+            return cached[1]
+        tree = {org.code: org.parent_code for org in self.organisations()}
+        self._tree = (time.monotonic(), tree)
+        return tree
 
     # -- users ---------------------------------------------------------------
 
@@ -111,7 +123,7 @@ class IdentityStore:
                 self._revoke_all(conn, username)
 
     def user(self, username: str) -> User | None:
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             row = conn.execute(
                 select(_users, _orgs.c.code.label("organisation"))
                 .select_from(_users.join(_orgs, _users.c.organisation_pk == _orgs.c.pk))
@@ -128,7 +140,7 @@ class IdentityStore:
         )
 
     def users(self) -> list[User]:
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(
                 select(_users, _orgs.c.code.label("organisation"))
                 .select_from(_users.join(_orgs, _users.c.organisation_pk == _orgs.c.pk))
@@ -146,7 +158,7 @@ class IdentityStore:
         ]
 
     def authenticate(self, username: str, password: str) -> User | None:
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             password_hash = conn.execute(
                 select(_users.c.password_hash).where(_users.c.username == username)
             ).scalar()
@@ -216,3 +228,13 @@ class IdentityStore:
             .where(_refresh.c.user_pk == user_pk, _refresh.c.revoked_at.is_(None))
             .values(revoked_at=datetime.now(UTC))
         )
+
+
+def _organisations(conn: Connection) -> list[Organisation]:
+    parent = _orgs.alias("parent")
+    rows = conn.execute(
+        select(_orgs.c.code, _orgs.c.name, parent.c.code.label("parent_code"))
+        .select_from(_orgs.outerjoin(parent, _orgs.c.parent_pk == parent.c.pk))
+        .order_by(_orgs.c.code)
+    ).all()
+    return [Organisation(code=r.code, name=r.name, parent_code=r.parent_code) for r in rows]

@@ -5,10 +5,18 @@ SQLite connections run without pysqlite's implicit transactions (see
 IMMEDIATE`` takes the write lock at once, and two writers wait for each
 other (busy timeout) instead of one failing when it upgrades a read lock.
 On PostgreSQL the caller locks the rows it checks (``SELECT ... FOR UPDATE``).
+
+Reads on PostgreSQL run in autocommit (``reader``): a read in a transaction
+costs three round trips to the server (``BEGIN``, the statement, and the
+``ROLLBACK`` when the connection returns to the pool), one in autocommit.
+Per request that was most of the time a one-row answer spends in the index.
+A read of several statements that must see one snapshot opens its own
+transaction (``writing``, or ``engine.begin()``).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,7 +25,19 @@ from sqlalchemy.exc import OperationalError
 
 from teleconsult.errors import IndexUnavailableError
 
-__all__ = ["reading", "writing"]
+__all__ = ["reader", "reading", "writing"]
+
+_readers: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def reader(engine: Engine) -> Engine:
+    """``engine`` for single-statement reads: autocommit on PostgreSQL (same pool), itself on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    found = _readers.get(engine)
+    if found is None:
+        found = _readers.setdefault(engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
+    return found
 
 
 @contextmanager
@@ -37,7 +57,7 @@ def writing(engine: Engine) -> Iterator[Connection]:
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     try:
-        with engine.connect() as conn:
+        with reader(engine).connect() as conn:
             yield conn
     except OperationalError as exc:
         raise IndexUnavailableError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,10 @@ from typing import Any
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from sqlalchemy.exc import OperationalError
 
 from dicom_gateway.ae import GatewayContext
@@ -82,7 +85,8 @@ def gateway(start: Callable[..., RunningGateway], move_port: int) -> RunningGate
 
 def _audit(gateway: RunningGateway, *, wait_for: int = 0, **filters: Any) -> list[dict[str, Any]]:
     """Audit rows, newest first; ``wait_for`` rows at least, as the gateway writes some after
-    the peer is gone (at release, after a refusal)."""
+    the peer is gone (at release, after a refusal) and queries' and retrieves' on a writer
+    thread after their final response."""
     deadline = time.monotonic() + 10
     while True:
         rows = AuditLog(gateway.store.index.engine).query(limit=1000, **filters)
@@ -173,7 +177,7 @@ def test_c_find_sees_the_peers_branch_of_the_tree(
     gateway: RunningGateway, tmp_path: Path, ae_title: str, expected: set[str]
 ) -> None:
     assert _find(gateway, tmp_path / "find", ae_title) == expected
-    (row,) = _audit(gateway, actor=ae_title)
+    (row,) = _audit(gateway, actor=ae_title, wait_for=1)
     assert (row["action"], row["outcome"], row["interface"]) == ("query", "success", "dicom")
     assert row["resource"] == "C-FIND STUDY 1.2.840.10008.5.1.4.1.2.2.1"
     assert row["detail"].startswith(f"STUDY level, {len(expected)} matches; keys: ")
@@ -185,14 +189,14 @@ def test_c_find_for_another_townships_study_is_absent_and_denied(
     gateway: RunningGateway, tmp_path: Path
 ) -> None:
     assert _find(gateway, tmp_path / "find", "TOWN01PACS", f"StudyInstanceUID={STUDY_TOWN02}") == set()
-    (row,) = _audit(gateway, actor="TOWN01PACS")
+    (row,) = _audit(gateway, actor="TOWN01PACS", wait_for=1)
     assert row["outcome"] == "denied"
     assert row["study_instance_uid"] == STUDY_TOWN02
     assert row["patient_id"] is None  # nothing of TOWN02's patient lands in TOWN01's trail
     assert f"StudyInstanceUID={STUDY_TOWN02}" in row["detail"]
     # A query that names a patient is on record with the patient.
     assert _find(gateway, tmp_path / "find2", "TOWN01PACS", "PatientID=P1") == {STUDY_TOWN01}
-    latest = _audit(gateway, actor="TOWN01PACS")[0]
+    latest = _audit(gateway, actor="TOWN01PACS", wait_for=2)[0]
     assert (latest["outcome"], latest["patient_id"]) == ("success", "P1")
 
 
@@ -201,7 +205,7 @@ def test_c_move_and_c_get_of_another_townships_study_send_nothing_and_are_denied
 ) -> None:
     assert _move(gateway, tmp_path / "moved", "TOWN01PACS", move_port, STUDY_TOWN02) == []
     assert _get(gateway, tmp_path / "got", "TOWN01PACS", STUDY_TOWN02) == []
-    rows = _audit(gateway, actor="TOWN01PACS")
+    rows = _audit(gateway, actor="TOWN01PACS", wait_for=2)
     assert [(row["action"], row["outcome"], row["resource"].split(" ")[0]) for row in rows] == [
         ("retrieve", "denied", "C-GET"),
         ("retrieve", "denied", "C-MOVE"),
@@ -218,7 +222,7 @@ def test_c_move_and_c_get_within_scope_are_audited_with_the_study(
 ) -> None:
     assert len(_move(gateway, tmp_path / "moved", "TOWN01PACS", move_port, STUDY_TOWN01)) == 1
     assert len(_get(gateway, tmp_path / "got", "COUNTYPACS", STUDY_VILLAGE21)) == 1
-    (moved,) = _audit(gateway, actor="TOWN01PACS")
+    (moved,) = _audit(gateway, actor="TOWN01PACS", wait_for=1)
     assert (moved["action"], moved["outcome"], moved["study_instance_uid"], moved["patient_id"]) == (
         "retrieve",
         "success",
@@ -229,7 +233,7 @@ def test_c_move_and_c_get_within_scope_are_audited_with_the_study(
     assert moved["detail"] == (
         f"final status 0x0000 to TOWN01PACS: 1 sent, 0 failed, 0 with warnings; studies={STUDY_TOWN01}"
     )
-    (got,) = _audit(gateway, actor="COUNTYPACS")
+    (got,) = _audit(gateway, actor="COUNTYPACS", wait_for=1)
     assert (got["outcome"], got["study_instance_uid"], got["patient_id"]) == (
         "success",
         STUDY_VILLAGE21,
@@ -385,7 +389,7 @@ def test_worklist_queries_are_audited_and_scoped(gateway: RunningGateway, tmp_pa
     result = _run([*args, "127.0.0.1", str(gateway.port)])
     assert result.returncode == 0, result.stderr
     assert [str(dcmread(path).AccessionNumber) for path in out.glob("rsp*.dcm")] == ["A1"]
-    (row,) = _audit(gateway, actor="TOWNUS")
+    (row,) = _audit(gateway, actor="TOWNUS", wait_for=1)
     assert (row["action"], row["outcome"]) == ("query", "success")
     assert row["resource"] == "C-FIND WORKLIST 1.2.840.10008.5.1.4.31"
     assert row["detail"] == "WORKLIST level, 1 matches; keys: ScheduledProcedureStepSequence.Modality=US"
@@ -409,3 +413,41 @@ def test_refusal_over_the_association_limit_is_a_failure(
     (row,) = _audit(running, actor="TOWN02PACS", wait_for=1)
     assert (row["action"], row["outcome"], row["actor_organisation"]) == ("association", "failure", "TOWN02")
     assert row["detail"] == "association limit exceeded (transient)"
+
+
+def test_a_slow_audit_write_does_not_hold_back_the_final_c_find_response(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pynetdicom reports a response as sent before writing it: the record is written after."""
+    release = threading.Event()
+    record_many = AuditLog.record_many
+
+    def blocked(self: AuditLog, events: Any) -> None:
+        events = list(events)
+        if any(event.action == "query" for event in events):
+            assert release.wait(30)
+        record_many(self, events)
+
+    monkeypatch.setattr(AuditLog, "record_many", blocked)
+    ae = AE(ae_title="TOWN01PACS")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", gateway.port, ae_title="TELECONSULT")
+    assert assoc.is_established
+    try:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = ""
+        statuses = [
+            int(status.Status)
+            for status, _ in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+        ]
+        # Every response arrived while the audit write was still blocked.
+        assert statuses == [0xFF00, 0x0000]
+        assert _audit(gateway, actor="TOWN01PACS") == []
+        release.set()
+    finally:
+        release.set()
+        assoc.release()
+    (row,) = _audit(gateway, actor="TOWN01PACS", wait_for=1)
+    assert (row["action"], row["outcome"]) == ("query", "success")
+    assert row["detail"].startswith("STUDY level, 1 matches")

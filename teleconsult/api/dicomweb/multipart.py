@@ -13,13 +13,15 @@ it arrives so a client that lies about Content-Length is stopped too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import anyio.to_thread
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
 
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 1 << 20
-FILE_BLOCK_SIZE = 4 << 20
+FILE_BLOCK_SIZE = 2 << 20
 _SPOOL_IN_MEMORY = 1 << 20
 _PARSE_BATCH = 1 << 20
 
@@ -95,6 +97,38 @@ def write_multipart(parts: Iterable[OutgoingPart], boundary: str) -> Iterator[by
         yield from part.body()
         separator = b"\r\n"
     yield separator + f"--{boundary}--\r\n".encode("ascii")
+
+
+async def read_ahead(blocks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """``blocks`` produced on a worker thread, the next one read while the current one is sent.
+
+    Starlette's own iteration of a plain iterator reads a block, sends it,
+    and only then reads the next: reading the file and writing the socket
+    take turns. Here they overlap, which for a large instance is most of
+    the reading time saved. The iterator is advanced by one thread at a
+    time and closed (its file with it) however the response ends.
+    """
+    done = object()
+
+    def advance() -> Any:
+        return next(blocks, done)
+
+    pending = asyncio.ensure_future(anyio.to_thread.run_sync(advance))
+    try:
+        while True:
+            block = await pending
+            if block is done:
+                return
+            pending = asyncio.ensure_future(anyio.to_thread.run_sync(advance))
+            yield block
+    finally:
+        if not pending.done():
+            # The client went away mid-body: let the read in flight finish before closing.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(pending)
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
 
 
 def multipart_length(parts: Iterable[OutgoingPart], boundary: str) -> int | None:

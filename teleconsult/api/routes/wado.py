@@ -44,6 +44,7 @@ from teleconsult.api.dicomweb.multipart import (
     file_chunks,
     multipart_length,
     new_boundary,
+    read_ahead,
     write_multipart,
 )
 from teleconsult.api.dicomweb.pixels import FrameSource, FramesPath, parse_frame_list
@@ -114,7 +115,7 @@ def _multipart_response(parts: list[OutgoingPart], part_type: str) -> StreamingR
     if length is not None:
         headers["Content-Length"] = str(length)
     return StreamingResponse(
-        write_multipart(parts, boundary),
+        read_ahead(write_multipart(parts, boundary)),
         media_type=f'{MULTIPART_RELATED}; type="{part_type}"; boundary={boundary}',
         headers=headers,
     )

@@ -1,0 +1,122 @@
+"""The cheap request path: autocommit reads, idle-only pings, cached organisation tree, audit commits.
+
+Each of these trades a round trip or an fsync for an assumption; the tests
+hold the assumptions: a dead pooled connection is still replaced before
+use, the index connection is synchronous again after an audit append, the
+tree refreshes when an organisation is added, and reads see committed data.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from teleconsult import audit as audit_module
+from teleconsult.audit import AuditEvent, AuditLog, AuditOutcome, Interface
+from teleconsult.storage import identity as identity_module
+from teleconsult.storage.identity import IdentityStore
+from teleconsult.storage.store import InstanceStore
+from teleconsult.storage.transactions import reader, reading
+
+_EVENT = AuditEvent(
+    action="query",
+    outcome=AuditOutcome.SUCCESS,
+    interface=Interface.DICOMWEB,
+    actor="spec1",
+    resource="GET /dicomweb/studies",
+)
+
+
+def test_reads_on_postgresql_are_autocommit_and_see_committed_rows(store: InstanceStore) -> None:
+    engine = store.index.engine
+    identity = IdentityStore(engine)
+    identity.add_organisation("COUNTY", "County Hospital")
+    with reading(engine) as conn:
+        codes = [row.code for row in conn.execute(text("SELECT code FROM organisations"))]
+        if engine.dialect.name == "postgresql":
+            assert conn.connection.dbapi_connection.autocommit is True
+            assert reader(engine) is reader(engine)
+        else:
+            assert reader(engine) is engine
+    assert codes == ["COUNTY"]
+    # The autocommit setting is the reader's own: a writing connection is transactional again.
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            assert conn.connection.dbapi_connection.autocommit is False
+
+
+def test_a_dead_pooled_connection_is_replaced_after_an_idle_spell(store: InstanceStore) -> None:
+    engine = store.index.engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server connection to lose")
+    with engine.connect() as conn:
+        pooled = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    # The pooled connection's server process goes away, as in a database restart.
+    admin = create_engine(engine.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pooled}).scalar_one()
+    admin.dispose()
+    time.sleep(1.2)  # longer than the idle time after which a connection is pinged
+    assert store.index.counts()["instances"] == 0  # no error: the pool replaced the dead connection
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pooled
+
+
+def test_the_organisation_tree_refreshes_when_an_organisation_is_added(
+    store: InstanceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identity = IdentityStore(store.index.engine)
+    identity.add_organisation("COUNTY", "County Hospital")
+    assert identity.organisation_tree() == {"COUNTY": None}
+    identity.add_organisation("TOWN01", "Township 1", "COUNTY")
+    assert identity.organisation_tree() == {"COUNTY": None, "TOWN01": "COUNTY"}
+    # Added by another process (the CLI): seen once the cached tree is older than its limit.
+    IdentityStore(store.index.engine).add_organisation("TOWN02", "Township 2", "COUNTY")
+    assert "TOWN02" not in identity.organisation_tree()
+    monkeypatch.setattr(identity_module, "_TREE_SECONDS", 0.0)
+    assert identity.organisation_tree()["TOWN02"] == "COUNTY"
+
+
+def test_an_audit_append_leaves_the_index_connection_synchronous(store: InstanceStore) -> None:
+    engine = store.index.engine
+    audit = AuditLog(engine)
+    audit.record(_EVENT)
+    audit.record_many([_EVENT, _EVENT])
+    assert audit.verify()[0] is True
+    if engine.dialect.name == "sqlite":
+        # Every pooled connection, including the one the audit used: FULL (2).
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2
+    else:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
+
+
+def test_an_audit_append_that_fails_leaves_no_row_and_a_synchronous_connection(
+    store: InstanceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = store.index.engine
+    audit = AuditLog(engine)
+    audit.record(_EVENT)
+    canonical = audit_module._canonical
+    calls = []
+
+    def fail_on_second_row(values: dict[str, object]) -> str:
+        calls.append(values)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return canonical(values)
+
+    monkeypatch.setattr(audit_module, "_canonical", fail_on_second_row)
+    with pytest.raises(RuntimeError, match="disk full"):
+        audit.record_many([_EVENT, _EVENT])
+    monkeypatch.setattr(audit_module, "_canonical", canonical)
+    assert len(audit.query(limit=100)) == 1  # the first row of the failed batch was rolled back
+    audit.record(_EVENT)
+    assert audit.verify() == (True, 2, None)
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2
