@@ -6,7 +6,10 @@ therefore runs its own gateway and, with ``dicom_workers`` = N > 1, N - 1
 worker processes listening on the same port with SO_REUSEPORT: the kernel
 hands each new association to one of them. Each worker opens the same store
 (files and index) and answers every DICOM service; what they write reaches
-the other processes through the index (the forwarder polls its queue there).
+the other processes through the index (the forwarder polls its queue there), and
+their events reach the parent's bus through a relay (``relay``, a
+``teleconsult.notifications.relay.RelayEndpoint``): the parent holds the
+WebSockets that notify users of what a worker stored.
 
 Workers are started with the ``spawn`` method (the parent holds threads and
 database connections that must not be forked), stopped with SIGTERM, and
@@ -23,9 +26,12 @@ import socket
 import threading
 import time
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from teleconsult.config import Settings
+
+if TYPE_CHECKING:
+    from teleconsult.notifications.relay import RelayEndpoint
 
 __all__ = ["GatewayWorkers", "shared_port_supported"]
 
@@ -38,7 +44,9 @@ def shared_port_supported() -> bool:
     return hasattr(socket, "SO_REUSEPORT")
 
 
-def _worker_main(settings: Settings, host: str, port: int, parent_pid: int) -> None:
+def _worker_main(
+    settings: Settings, host: str, port: int, parent_pid: int, relay: RelayEndpoint | None = None
+) -> None:
     from dicom_gateway.ae import start_gateway
     from teleconsult.log import configure_logging
     from teleconsult.storage.store import InstanceStore
@@ -53,6 +61,9 @@ def _worker_main(settings: Settings, host: str, port: int, parent_pid: int) -> N
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     store = InstanceStore(settings)
     store.open(joining=True)
+    sender = relay.connect() if relay is not None else None
+    if sender is not None:
+        store.bus.subscribe(sender)
     server = start_gateway(settings, store, host=host, port=port, share_port=True)
     logger.info("gateway worker %d serving %s:%d", os.getpid(), host, port)
     try:
@@ -63,18 +74,23 @@ def _worker_main(settings: Settings, host: str, port: int, parent_pid: int) -> N
     finally:
         server.shutdown()
         store.close()
+        if sender is not None:
+            sender.close()
 
 
 class GatewayWorkers:
     """The extra gateway processes of one ``serve``."""
 
-    def __init__(self, settings: Settings, *, host: str, port: int, count: int) -> None:
+    def __init__(
+        self, settings: Settings, *, host: str, port: int, count: int, relay: RelayEndpoint | None = None
+    ) -> None:
         if count > 0 and not shared_port_supported():
             raise RuntimeError("TELECONSULT_DICOM_WORKERS > 1 needs SO_REUSEPORT (Linux, BSD)")
         self.settings = settings
         self.host = host
         self.port = port
         self.count = count
+        self.relay = relay
         self._context = multiprocessing.get_context("spawn")
         self._processes: list[BaseProcess] = []
         self._stopping = threading.Event()
@@ -108,7 +124,7 @@ class GatewayWorkers:
     def _spawn(self) -> BaseProcess:
         process = self._context.Process(
             target=_worker_main,
-            args=(self.settings, self.host, self.port, os.getpid()),
+            args=(self.settings, self.host, self.port, os.getpid(), self.relay),
             name="teleconsult-gateway-worker",
             daemon=True,
         )

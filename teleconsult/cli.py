@@ -172,6 +172,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from dicom_gateway.forwarder import Forwarder
     from dicom_gateway.workers import GatewayWorkers
     from teleconsult.api.app import create_app
+    from teleconsult.notifications.relay import UnixDatagramReceiver
 
     processes = 1 if args.no_dicom else settings.gateway_processes()
     metrics_dir = None
@@ -183,6 +184,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     gateway = None
     forwarder = None
     workers = None
+    relay = None
 
     def _stop(signum: int, _frame: Any) -> None:
         raise SystemExit(0)
@@ -196,7 +198,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             gateway = start_gateway(settings, store, share_port=processes > 1)
             if processes > 1:
                 host, port = gateway.server_address[:2]
-                workers = GatewayWorkers(settings, host=host, port=port, count=processes - 1)
+                # What workers store is published on their own bus: relayed to ours.
+                relay = UnixDatagramReceiver(store.bus)
+                relay.start()
+                workers = GatewayWorkers(
+                    settings, host=host, port=port, count=processes - 1, relay=relay.endpoint
+                )
                 workers.start()
             # The C-STORE SCU side: works the forwarding queue the store fills.
             forwarder = Forwarder(settings, store)
@@ -215,6 +222,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             forwarder.stop()
         if workers is not None:
             workers.stop()
+        if relay is not None:
+            relay.stop()
         if gateway is not None:
             gateway.shutdown()
         store.close()

@@ -251,6 +251,14 @@ class Settings(BaseSettings):
             "physician (co-signed reports)."
         ),
     )
+    report_font: Path | None = Field(
+        None,
+        description=(
+            "CJK TrueType font (.ttf, or .ttc with TrueType outlines) embedded in signed-report PDFs; "
+            "unset = the first Debian CJK font found (fonts-wqy-microhei, fonts-wqy-zenhei, "
+            "fonts-arphic-*, fonts-droid-fallback), else the viewer's built-in STSong-Light."
+        ),
+    )
 
     # log
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
@@ -276,6 +284,13 @@ class Settings(BaseSettings):
     def _secret_key(cls, value: str | None) -> str | None:
         if value is not None and len(value) < 32:
             raise ValueError("TELECONSULT_SECRET_KEY must be at least 32 characters")
+        return value
+
+    @field_validator("report_font")
+    @classmethod
+    def _report_font(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"TELECONSULT_REPORT_FONT {str(value)!r} is not a font file")
         return value
 
     @field_validator("uid_root")

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -38,6 +39,7 @@ __all__ = [
     "OrganisationRow",
     "Patient",
     "RefreshToken",
+    "ReportOutputRow",
     "ReportSignatureRow",
     "ReportVersionRow",
     "Series",
@@ -62,6 +64,8 @@ class Base(DeclarativeBase):
 
 
 class Patient(Base):
+    """A patient; the name groups are matched through migration 0006's case-insensitive indexes."""
+
     __tablename__ = "patients"
     __table_args__ = (UniqueConstraint("patient_id", "issuer_of_patient_id"),)
 
@@ -69,9 +73,9 @@ class Patient(Base):
     patient_id: Mapped[str] = mapped_column(String(64))
     issuer_of_patient_id: Mapped[str] = mapped_column(String(64))
     patient_name: Mapped[str] = mapped_column(PN, default="")
-    patient_name_alphabetic: Mapped[str] = mapped_column(PN, default="", index=True)
-    patient_name_ideographic: Mapped[str] = mapped_column(PN, default="", index=True)
-    patient_name_phonetic: Mapped[str] = mapped_column(PN, default="", index=True)
+    patient_name_alphabetic: Mapped[str] = mapped_column(PN, default="")
+    patient_name_ideographic: Mapped[str] = mapped_column(PN, default="")
+    patient_name_phonetic: Mapped[str] = mapped_column(PN, default="")
     patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
     patient_sex: Mapped[str] = mapped_column(String(16), default="")
     specific_character_set: Mapped[str] = mapped_column(String(128), default="")
@@ -96,7 +100,7 @@ class Study(Base):
     source_organisation: Mapped[str] = mapped_column(String(64), index=True)
     specific_character_set: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Series(Base):
@@ -470,3 +474,46 @@ class SigningKeyRow(Base):
     sealed_private_key: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+# -- outputs of signed reports (migration 0008) ----------------------------------
+
+
+class ReportOutputRow(Base):
+    """The outputs (PDF, DICOM SR, Encapsulated PDF) of one signed version of a consult's report.
+
+    One row per signed version (the final one, then each signed addendum):
+    the reviewing signature asks for it, the output worker claims it
+    (``producing``), and marks it ``done`` with what it made, or ``failed``
+    with the reason and the time of the next attempt. The PDF is kept here,
+    the DICOM objects in the study (their UIDs here). ``patient_key`` is the
+    patient's FHIR resource id, so a FHIR search by patient finds the rows.
+    """
+
+    __tablename__ = "report_outputs"
+    __table_args__ = (
+        UniqueConstraint("consult_pk", "version"),
+        # the worker: rows due for an attempt
+        Index("ix_report_outputs_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consult_pk: Mapped[int] = mapped_column(ForeignKey("consults.pk"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    patient_key: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    study_instance_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    sr_series_instance_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    sr_sop_instance_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    pdf_series_instance_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    pdf_sop_instance_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    pdf_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pdf: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    produced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

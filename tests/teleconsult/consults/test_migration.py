@@ -67,7 +67,7 @@ def _append_only_holds(engine: Engine) -> None:
 def test_0007_upgrades_downgrades_and_upgrades_again(engine: Engine) -> None:
     upgrade(engine, "0006")
     assert not TABLES & _tables(engine)
-    upgrade(engine)
+    upgrade(engine, "0007")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0007"
     assert _tables(engine) >= TABLES

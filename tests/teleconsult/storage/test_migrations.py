@@ -88,3 +88,40 @@ def test_a_name_query_can_be_answered_from_the_name_indexes(engine: Engine, patt
         sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
         plan = "\n".join(str(row) for row in conn.exec_driver_sql(f"{prefix} {sql}"))
     assert all(name in plan for name in NAME_INDEXES), plan
+
+
+UNUSED_WRITE_INDEXES = {
+    "ix_patients_patient_name_alphabetic",
+    "ix_patients_patient_name_ideographic",
+    "ix_patients_patient_name_phonetic",
+}
+
+
+def _study_indexes(connection: Connection) -> set[str]:
+    if connection.dialect.name == "postgresql":
+        sql = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'studies'"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'studies'"
+    return {str(name) for name in connection.exec_driver_sql(sql).scalars()}
+
+
+def test_0009_drops_the_unused_indexes_and_gives_them_back_on_downgrade(engine: Engine) -> None:
+    upgrade(engine, "0008")
+    with engine.connect() as conn:
+        assert _patient_indexes(conn) >= UNUSED_WRITE_INDEXES | NAME_INDEXES
+        assert "ix_studies_updated_at" in _study_indexes(conn)
+    upgrade(engine, "0009")
+    with engine.connect() as conn:
+        assert _revision(conn) == "0009"
+        patient_indexes = _patient_indexes(conn)
+        assert not UNUSED_WRITE_INDEXES & patient_indexes
+        assert patient_indexes >= NAME_INDEXES  # the ones name matching uses stay
+        assert "ix_studies_updated_at" not in _study_indexes(conn)
+        assert "ix_studies_study_date" in _study_indexes(conn)
+    _downgrade(engine, "0008")
+    with engine.connect() as conn:
+        assert _patient_indexes(conn) >= UNUSED_WRITE_INDEXES
+        assert "ix_studies_updated_at" in _study_indexes(conn)
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert not UNUSED_WRITE_INDEXES & _patient_indexes(conn)

@@ -1,0 +1,1 @@
+"""Notification latency: C-STORE response to ``study.stored`` on a specialist's WebSocket."""
