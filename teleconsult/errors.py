@@ -30,10 +30,12 @@ __all__ = [
     "IndexUnavailableError",
     "InvalidConsultError",
     "InvalidInstanceError",
+    "InvalidReferralError",
     "InvalidReportError",
     "InvalidUIDError",
     "InvalidWorklistItemError",
     "NotFoundError",
+    "ReferralStateError",
     "ReportSignedError",
     "SOPClassMismatchError",
     "StorageFullError",
@@ -82,6 +84,13 @@ class InvalidConsultError(TeleconsultError):
     http_status = 422
 
 
+class InvalidReferralError(TeleconsultError):
+    """A referral that cannot be made as given: its target, direction, flag or texts (422)."""
+
+    code = "invalid-referral"
+    http_status = 422
+
+
 class InvalidReportError(TeleconsultError):
     code = "invalid-report"
     http_status = 422
@@ -99,6 +108,12 @@ class ConflictError(TeleconsultError):
 
 class ConsultStateError(ConflictError):
     code = "consult-state"
+
+
+class ReferralStateError(ConflictError):
+    """The referral's state (or an open referral of the same kind) does not allow this (409)."""
+
+    code = "referral-state"
 
 
 class ReportSignedError(ConflictError):

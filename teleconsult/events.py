@@ -41,6 +41,13 @@ class EventType(StrEnum):
     # signature of a version that is not final yet is REPORT_PERFORMING_SIGNED.
     REPORT_SIGNED = "report.signed"
     REPORT_PERFORMING_SIGNED = "report.performing_signed"
+    # referrals (teleconsult/consults/referrals.py): each carries consult_id, referral_id,
+    # study_instance_uid, target_organisation and green_channel
+    REFERRAL_ISSUED = "referral.issued"
+    REFERRAL_ACCEPTED = "referral.accepted"
+    REFERRAL_DECLINED = "referral.declined"
+    REFERRAL_CANCELLED = "referral.cancelled"
+    REFERRAL_COMPLETED = "referral.completed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@
   consult as it was when the event happened (the requesting side's scope,
   the assignee, the named specialist, pool or department members while it
   waits, the target's admins and leads).
+- ``referral.*``: whoever sees the referral's consult, and the users of
+  its target organisation and the organisations above it;
 - ``consult.overdue``: its ``recipients`` (the leads or admins the
   escalation chose).
 
@@ -46,6 +48,7 @@ __all__ = ["Audience", "Member"]
 logger = logging.getLogger(__name__)
 
 _STUDY_EVENTS = frozenset({PublicEventType.STUDY_STORED, PublicEventType.ALERT_CRITICAL})
+_REFERRAL_EVENTS = frozenset(t for t in PublicEventType if t.value.startswith("referral."))
 _MAX_CACHED_STUDIES = 10_000
 
 
@@ -99,6 +102,15 @@ class Audience:
             recipients = set(event.data.get("recipients") or ())
             return [m for m in members if m.principal.username in recipients]
         consult = self._consult_at(event.data)
+        if event.type in _REFERRAL_EVENTS:
+            # Whoever sees the consult, and the referral's target organisation and those above it.
+            target = str(event.data.get("target_organisation") or "")
+            return [
+                m
+                for m in members
+                if (target and m.principal.can_see(target))
+                or (consult is not None and visible_to(consult, m.viewer))
+            ]
         if consult is None:
             # Unknown consult (removed, or another database): the requesting side's scope only.
             return self.in_scope(event, members)

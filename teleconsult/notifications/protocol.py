@@ -48,6 +48,11 @@ class PublicEventType(StrEnum):
     CONSULT_OVERDUE = "consult.overdue"
     REPORT_PERFORMING_SIGNED = "report.performing_signed"
     REPORT_SIGNED = "report.signed"
+    REFERRAL_ISSUED = "referral.issued"
+    REFERRAL_ACCEPTED = "referral.accepted"
+    REFERRAL_DECLINED = "referral.declined"
+    REFERRAL_CANCELLED = "referral.cancelled"
+    REFERRAL_COMPLETED = "referral.completed"
     ALERT_CRITICAL = "alert.critical"
 
 

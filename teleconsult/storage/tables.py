@@ -517,3 +517,57 @@ class ReportOutputRow(Base):
     pdf: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     produced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+# -- referrals (migration 0010) --------------------------------------------------
+
+
+class ReferralRow(Base):
+    """A referral issued from a consult: up to a higher level, or down for follow-up.
+
+    Study, patient and urgency are read from the consult, so linking a
+    patient consult's study later shows on its referrals too. ``status`` and
+    ``status_note`` are the current state; how it got there is in
+    ``referral_history``.
+    """
+
+    __tablename__ = "referrals"
+    __table_args__ = (
+        # work lists: addressed to an organisation, issued by one
+        Index("ix_referrals_target_organisation_status", "target_organisation", "status"),
+        Index("ix_referrals_issuing_organisation_status", "issuing_organisation", "status"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(36), unique=True)
+    consult_pk: Mapped[int] = mapped_column(ForeignKey("consults.pk"), index=True)
+    direction: Mapped[str] = mapped_column(String(8))
+    green_channel: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(1024))
+    clinical_summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
+    target_organisation: Mapped[str] = mapped_column(String(64))
+    target_department: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target_specialist: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    issued_by: Mapped[str] = mapped_column(String(64))
+    issuing_organisation: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16))
+    status_note: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReferralHistoryRow(Base):
+    """One step of a referral, with actor and organisation. Append-only (triggers, migration 0010)."""
+
+    __tablename__ = "referral_history"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    referral_pk: Mapped[int] = mapped_column(ForeignKey("referrals.pk"), index=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(64))
+    actor_organisation: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(String(1024), nullable=True)

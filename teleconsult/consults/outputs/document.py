@@ -214,11 +214,28 @@ def _number_text(value: float) -> str:
 def person_name_text(name: str) -> str:
     """A DICOM PN as people read it: ideographic first (王小明), the alphabetic form after it."""
     groups = ([*name.split("="), "", ""])[:2]
-    alphabetic = " ".join(part for part in groups[0].split("^") if part)
+    alphabetic = _joined([part for part in groups[0].split("^") if part])
     ideographic = "".join(part for part in groups[1].split("^") if part)
     if ideographic and alphabetic:
         return f"{ideographic} ({alphabetic})"
     return ideographic or alphabetic
+
+
+def _joined(parts: list[str]) -> str:
+    """Components as the name is written: 王小明 without spaces, Wang Xiaoming with.
+
+    Many devices put a Chinese name in the first (alphabetic) group.
+    """
+    if parts and all(_is_cjk(part) for part in parts):
+        return "".join(parts)
+    return " ".join(parts)
+
+
+def _is_cjk(text: str) -> bool:
+    return all(
+        "\u3400" <= char <= "\u9fff" or "\uf900" <= char <= "\ufaff" or "\U00020000" <= char <= "\U0003134f"
+        for char in text
+    )
 
 
 def as_of(report: Report, version: int) -> Report:

@@ -225,3 +225,35 @@ def test_internal_only_events_are_not_sent(events: Events) -> None:
         bus.publish(Event(type="instance.stored", data={"source_organisation": "TOWN01"}))  # no study
         marker = events.consulting.store_study("TOWN01")
         assert _study(county.next()) == marker.StudyInstanceUID
+
+
+def test_referral_events_reach_the_consults_sides_and_the_target(events: Events) -> None:
+    consulting = events.consulting
+    with (
+        events.connect("sono1") as requester,
+        events.connect("sono2") as other_township,
+        events.connect("specialist") as specialist,
+    ):
+        consult = accepted(consulting, urgency="critical")
+        response = consulting.post(
+            "specialist",
+            f"/api/consults/{consult['id']}/referrals",
+            {"direction": "up", "reason": "疑似急性心肌梗死，转县医院胸痛中心。"},
+        )
+        assert response.status_code == 201, response.text
+        referral = response.json()
+
+        issued = requester.next_of("referral.issued")
+        assert issued["data"]["referral_id"] == referral["id"]
+        assert issued["data"]["consult_id"] == consult["id"]
+        assert issued["data"]["target_organisation"] == "COUNTY"
+        assert issued["data"]["green_channel"] is True  # a critical consult goes up by the green channel
+        assert specialist.next_of("referral.issued")["data"]["referral_id"] == referral["id"]
+
+        accept = consulting.post("specialist", f"/api/referrals/{referral['id']}/accept", {})
+        assert accept.status_code == 200, accept.text
+        assert requester.next_of("referral.accepted")["data"]["referral_id"] == referral["id"]
+
+        # TOWN02 heard none of it.
+        marker = consulting.store_study("TOWN02")
+        assert _study(other_township.next()) == marker.StudyInstanceUID
