@@ -168,6 +168,7 @@ def _open_store(settings: Settings) -> InstanceStore:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from device_adapters.ecg.inbox import EcgInbox
     from dicom_gateway.ae import start_gateway
     from dicom_gateway.forwarder import Forwarder
     from dicom_gateway.workers import GatewayWorkers
@@ -185,6 +186,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     forwarder = None
     workers = None
     relay = None
+    ecg_inbox = None
 
     def _stop(signum: int, _frame: Any) -> None:
         raise SystemExit(0)
@@ -208,6 +210,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             # The C-STORE SCU side: works the forwarding queue the store fills.
             forwarder = Forwarder(settings, store)
             forwarder.start()
+        if settings.ecg_inbox_poll_seconds > 0:
+            ecg_inbox = EcgInbox(settings, store)
+            ecg_inbox.start()
         if args.no_http:
             threading.Event().wait()
         else:
@@ -218,6 +223,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             logger.info("HTTP API on http://%s:%d", settings.http_host, settings.http_port)
             uvicorn.Server(config).run()
     finally:
+        if ecg_inbox is not None:
+            ecg_inbox.stop()
         if forwarder is not None:
             forwarder.stop()
         if workers is not None:

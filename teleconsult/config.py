@@ -9,6 +9,7 @@ delimiter into variables that hospitals already script against.
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import os
 import re
@@ -22,6 +23,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from teleconsult.domain.identity import check_organisation_code
 
 __all__ = ["ENV_PREFIX", "SOURCE_PACS", "DicomPeer", "ForwardRule", "Settings", "settings_help"]
 
@@ -270,6 +273,56 @@ class Settings(BaseSettings):
         description="Log DICOM identifiers and patient attributes (off in production).",
     )
 
+    # devices (device_adapters: ECG files from carts that do not speak DICOM)
+    ecg_inbox: Path | None = Field(
+        None,
+        description=(
+            "Drop folder for ECG files (SCP-ECG, HL7 aECG, WFDB, CSV); unset = <data_dir>/inbox/ecg. "
+            "A file in a subfolder named after an organisation code belongs to that organisation."
+        ),
+    )
+    ecg_inbox_organisation: str | None = Field(
+        None,
+        description=(
+            "Organisation of ECG files dropped at the top of the inbox rather than in an organisation's "
+            "subfolder; unset = such files are quarantined."
+        ),
+    )
+    ecg_inbox_poll_seconds: float = Field(
+        2.0, ge=0, description="How often serve looks into the ECG inbox (0 = the inbox is not watched)."
+    )
+    ecg_inbox_settle_seconds: float = Field(
+        2.0,
+        ge=0,
+        description=(
+            "A dropped ECG file is taken once its size and modification time have not changed for this "
+            "long (files named *.part are never taken: write NAME.part, then rename it)."
+        ),
+    )
+    ecg_inbox_incomplete_seconds: float = Field(
+        600.0,
+        ge=0,
+        description=(
+            "A WFDB header still missing a signal file, or a signal file without its header, is "
+            "quarantined after this long."
+        ),
+    )
+    ecg_max_file_bytes: int = Field(
+        64 * 1024**2,
+        ge=1024,
+        description=(
+            "Largest ECG file (or WFDB record) imported, in bytes; larger ones are quarantined, or "
+            "refused with 413 when uploaded."
+        ),
+    )
+    ecg_scp_text_encoding: str | None = Field(
+        None,
+        description=(
+            "Character set of SCP-ECG Section 1 text (e.g. gb18030), overriding the file's language "
+            "support code, for carts that declare one character set and write another."
+        ),
+    )
+
     config_file: Path | None = Field(
         None, description="TOML file with settings (same names, lower case, no prefix)."
     )
@@ -291,6 +344,30 @@ class Settings(BaseSettings):
     def _report_font(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"TELECONSULT_REPORT_FONT {str(value)!r} is not a font file")
+        return value
+
+    @field_validator("ecg_inbox_organisation")
+    @classmethod
+    def _ecg_inbox_organisation(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_organisation_code(value)
+        except ValueError as exc:
+            raise ValueError(f"TELECONSULT_ECG_INBOX_ORGANISATION: {exc}") from None
+
+    @field_validator("ecg_scp_text_encoding")
+    @classmethod
+    def _ecg_scp_text_encoding(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                f"TELECONSULT_ECG_SCP_TEXT_ENCODING {value!r} is not a character set Python knows "
+                "(e.g. gb18030, utf-8, latin-1)"
+            ) from None
         return value
 
     @field_validator("uid_root")
@@ -372,6 +449,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    @property
+    def ecg_inbox_dir(self) -> Path:
+        """The ECG drop folder actually watched, with the default filled in."""
+        return self.ecg_inbox if self.ecg_inbox is not None else self.data_dir / "inbox" / "ecg"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Where files that cannot be imported are moved, each with a reason beside it."""
+        return self.data_dir / "quarantine"
 
     def gateway_processes(self) -> int:
         """How many gateway processes ``serve`` runs (``dicom_workers``, 0 = one per usable CPU)."""
