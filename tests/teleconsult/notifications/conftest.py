@@ -88,8 +88,11 @@ class Events:
 
     @contextmanager
     def connect(self, user: str) -> Iterator[Socket]:
+        # Signed in before the socket opens: signing in (argon2) may take longer than the
+        # short auth deadline these tests run with.
+        token = self.token(user)
         with self.raw() as ws:
-            ws.send_json({"type": "auth", "token": self.token(user)})
+            ws.send_json({"type": "auth", "token": token})
             assert ws.receive_json() == {"type": "ready"}
             yield Socket(ws)
 

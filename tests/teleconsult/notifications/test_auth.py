@@ -209,8 +209,9 @@ def test_an_unreadable_index_closes_with_1011(events: Events, monkeypatch: pytes
         raise IndexUnavailableError("the index cannot be read (OperationalError); retry later")
 
     monkeypatch.setattr(route, "principal_from_token", unavailable)
+    token = events.token("sono1")
     with events.raw() as ws:
-        ws.send_json({"type": "auth", "token": events.token("sono1")})
+        ws.send_json({"type": "auth", "token": token})
         error, closed = _refusal(ws)
     assert closed.code == 1011
     assert error["problem"]["code"] == "index-unavailable"

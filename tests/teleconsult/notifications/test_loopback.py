@@ -55,8 +55,9 @@ class Served:
         self, user: str, sock: socket.socket | None = None, **options: Any
     ) -> Iterator[ClientConnection]:
         url = f"ws://127.0.0.1:{self.port}/api/events"
+        token = self.token(user)  # before the socket opens: signing in may outlast the auth deadline
         with connect(url, sock=sock, open_timeout=10, **options) as ws:
-            ws.send(json.dumps({"type": "auth", "token": self.token(user)}))
+            ws.send(json.dumps({"type": "auth", "token": token}))
             assert json.loads(ws.recv(timeout=10)) == {"type": "ready"}
             yield ws
 
