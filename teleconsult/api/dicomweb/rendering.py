@@ -161,8 +161,21 @@ def render_frame(path: Path, index: int, options: RenderOptions) -> bytes:
     else:
         image = Image.fromarray(_grayscale(array, ds, options), "L")
     if options.region is not None:
+        # Only what lies on the image: a region reaching past it would make PIL pad (and
+        # allocate) up to the size asked for, however large.
         sx, sy, sw, sh = options.region
-        image = image.crop((sx, sy, sx + sw, sy + sh))
+        box = (
+            min(sx, image.width),
+            min(sy, image.height),
+            min(sx + sw, image.width),
+            min(sy + sh, image.height),
+        )
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise InvalidRequestError(
+                f"the viewport's source region ({sx},{sy} {sw}x{sh}) lies outside the "
+                f"{image.width}x{image.height} image"
+            )
+        image = image.crop(box)
     if options.viewport is not None:
         scale = min(options.viewport[0] / image.width, options.viewport[1] / image.height)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))

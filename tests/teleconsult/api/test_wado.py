@@ -272,6 +272,13 @@ def test_rendered_jpeg_png_window_viewport(api: ApiClient) -> None:
     for query in ("window=1,0", "window=a,b", "viewport=0,10", "quality=101", "window=1,2,cubic"):
         assert _get(api, _url(ds, f"/rendered?{query}")).status_code == 400, query
     assert _get(api, _url(ds, "/rendered"), accept="image/gif").status_code == 406
+    # A source region is cut to the image; one that reaches far past it is not padded out.
+    part = _get(api, _url(ds, "/rendered?viewport=10,10,40,56,100000,100000&accept=image/png"))
+    assert part.status_code == 200, part.text
+    assert Image.open(io.BytesIO(part.content)).size == (10, 10)  # the 8x8 corner left, fitted
+    outside = _get(api, _url(ds, "/rendered?viewport=10,10,91347,76128,5,5"))
+    assert outside.status_code == 400
+    assert "outside the 48x64 image" in outside.json()["detail"]
 
 
 def test_monochrome1_is_inverted_and_rgb_kept(api: ApiClient) -> None:
