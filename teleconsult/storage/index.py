@@ -188,6 +188,7 @@ class Index:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             _ping_when_idle(self.engine)
+            event.listen(self.engine, "connect", _plan_with_values)
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
         self._lock_path = _lock_path_for(self.engine.url.database) if self.dialect == "sqlite" else None
         self._process_lock: int | None = None
@@ -625,6 +626,20 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
         if not alive:
             raise DisconnectionError("pooled connection is dead")
+
+
+def _plan_with_values(dbapi_connection: Any, _record: Any) -> None:
+    """Plan every execution of a prepared statement with its values (``force_custom_plan``).
+
+    psycopg prepares a statement run five times on a connection, and
+    PostgreSQL may then settle on one plan for any parameters. A name prefix
+    or a date range is planned well only knowing its value: the generic plan
+    of a name-prefix search read every patient (70 ms instead of 3 ms at
+    100,000 instances). Prepared statements still save the parsing.
+    """
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_custom_plan")
+    dbapi_connection.commit()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

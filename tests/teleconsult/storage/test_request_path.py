@@ -120,3 +120,14 @@ def test_an_audit_append_that_fails_leaves_no_row_and_a_synchronous_connection(
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2
+
+
+def test_postgresql_plans_each_execution_with_its_values(store: InstanceStore) -> None:
+    """A prepared name-prefix search must not fall back to a plan made for any prefix."""
+    engine = store.index.engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL planner setting")
+    with reading(engine) as conn:
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == "force_custom_plan"
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == "force_custom_plan"
