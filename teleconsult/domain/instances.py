@@ -15,10 +15,14 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
-from pydicom.filereader import read_dataset
-from pydicom.tag import Tag
+from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.filereader import data_element_generator
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import PersonName
+from pydicom.values import convert_value
 
 from teleconsult.domain.uids import check_uid
 from teleconsult.errors import InvalidInstanceError, SOPClassMismatchError
@@ -55,7 +59,6 @@ _KEYWORDS = (
     "NumberOfFrames",
 )
 _TAGS = [Tag(keyword) for keyword in _KEYWORDS]
-_KEYWORD_TAGS = tuple(zip(_KEYWORDS, _TAGS, strict=True))
 _UID_KEYWORDS = frozenset({"SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"})
 
 # pydicom 3.0 decodes ISO 2022 IR 58 with Python's gb2312 codec, which keeps
@@ -70,6 +73,14 @@ def _clean(text: str) -> str:
 
 
 _LAST_TAG = max(_TAGS)
+_WANTED: dict[BaseTag, tuple[str, str]] = {
+    tag: (keyword, dictionary_VR(tag)) for keyword, tag in zip(_KEYWORDS, _TAGS, strict=True)
+}
+_SPECIFIC_CHARACTER_SET = Tag("SpecificCharacterSet")
+
+
+def _past_last_tag(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return tag > _LAST_TAG
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,32 +177,34 @@ def _read_header(data: bytes, transfer_syntax_uid: str) -> dict[str, Any]:
                 comment="Data set encoding contradicts the transfer syntax",
             )
 
-    def stop_when(tag: Any, vr: Any, length: int) -> bool:
-        return bool(tag > _LAST_TAG)
-
     try:
-        ds = read_dataset(
-            BytesIO(data),
-            is_implicit_VR=implicit,
-            is_little_endian=little,
-            stop_when=stop_when,
-            specific_tags=_TAGS,
-        )
-        # Decoding is lazy in pydicom: decode every value now so a broken one
-        # fails here, as a clear refusal, rather than later in the index.
-        # UIDs stay raw: they are checked by check_uid, not pydicom.
+        # The raw elements are walked and only the indexed ones converted:
+        # building a Dataset and reading values through it costs three times
+        # as much, which shows on small instances such as ECGs.
+        found: dict[BaseTag, RawDataElement] = {}
+        for raw in data_element_generator(BytesIO(data), implicit, little, stop_when=_past_last_tag):
+            if raw.tag in _WANTED:
+                found[raw.tag] = raw
+        charset = found.get(_SPECIFIC_CHARACTER_SET)
+        terms = convert_value("CS", charset) if charset is not None else None
+        if isinstance(terms, str):
+            terms = [terms]
+        encodings = convert_encodings(list(terms) if terms else None)
+        # Decoding every value now makes a broken one fail here, as a clear
+        # refusal, rather than later in the index. UIDs stay raw: they are
+        # checked by check_uid, not pydicom.
         values: dict[str, Any] = {}
-        for keyword, tag in _KEYWORD_TAGS:
-            if tag not in ds:
-                continue
+        for tag, raw in found.items():
+            keyword, dictionary_vr = _WANTED[tag]
             if keyword in _UID_KEYWORDS:
-                value = ds.get_item(tag).value
+                value = raw.value
                 if isinstance(value, bytes):
                     values[keyword] = value.decode("ascii", "replace")
                 elif value is not None:
                     values[keyword] = str(value)
-            else:
-                values[keyword] = ds[tag].value
+                continue
+            vr = raw.VR if raw.VR and raw.VR != "UN" else dictionary_vr
+            values[keyword] = convert_value(vr, raw, encodings)
     except InvalidInstanceError:
         raise
     except Exception as exc:  # pydicom raises many types on corrupt input
