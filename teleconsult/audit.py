@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import psycopg
 from sqlalchemy import ColumnElement, Engine, String, and_, bindparam, false, func, or_, select
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg as psycopg_dialect
 
 from teleconsult.storage.tables import AuditRecord
 from teleconsult.storage.transactions import reader
@@ -89,6 +91,13 @@ _CHAINED_INSERT = _audit.insert().values(
         "hex",
     ),
 )
+
+_CHAINED_INSERT_COMPILED = _CHAINED_INSERT.compile(dialect=psycopg_dialect())
+_CHAINED_INSERT_SQL = str(_CHAINED_INSERT_COMPILED)
+# Bound constants of the statement (the genesis value), beside the row's own values.
+_CHAINED_INSERT_CONSTANTS = {
+    name: value for name, value in _CHAINED_INSERT_COMPILED.params.items() if value is not None
+}
 
 
 # Column widths (migration 0005): values are cut to fit before they are
@@ -200,28 +209,48 @@ class AuditLog:
                         raise
 
     def _append_postgresql(self, rows: list[tuple[AuditEvent, dict[str, Any]]], time: datetime) -> None:
-        """The same rows in three round trips: lock, insert (chained by the server), commit.
+        """The same rows in one round trip: lock, inserts (chained by the server) and commit.
 
         The transaction-level advisory lock orders the chain across
-        processes. Each row's digest is computed by PostgreSQL from the row
-        before it with ``sha256()``, over the same text ``_digest`` hashes,
-        so ``verify`` checks both kinds of rows alike. The commit is
-        asynchronous: the row is visible before the data is served and
-        survives a crash of teleconsult; only a crash of the database
-        server's machine in the next fraction of a second can lose it.
+        processes; each insert is its own statement, so under READ COMMITTED
+        it reads the chain after the lock is held. Each row's digest is
+        computed by PostgreSQL from the row before it with ``sha256()``,
+        over the same text ``_digest`` hashes, so ``verify`` checks both
+        kinds of rows alike. The statements go as one simple-protocol
+        message (values bound by psycopg on the client, as its
+        ``ClientCursor`` does): every read of patient data writes a row, and
+        three round trips were a third of a small WADO-RS request. The
+        commit is asynchronous: the row is visible before the data is
+        served and survives a crash of teleconsult; only a crash of the
+        database server's machine in the next fraction of a second can lose it.
         """
         with reader(self.engine).connect() as conn:
-            conn.exec_driver_sql(
-                "BEGIN; SET LOCAL synchronous_commit TO OFF; SELECT pg_advisory_xact_lock(7261001)"
+            driver = conn.connection.dbapi_connection
+            cursor = psycopg.ClientCursor(driver)  # type: ignore[arg-type]
+            inserts = [
+                cursor.mogrify(
+                    _CHAINED_INSERT_SQL,
+                    {**_CHAINED_INSERT_CONSTANTS, **values, "time": time, "canonical": _canonical(values)},
+                )
+                for _event, values in rows
+            ]
+            script = ";".join(
+                [
+                    "BEGIN",
+                    "SET LOCAL synchronous_commit TO OFF",
+                    "SELECT pg_advisory_xact_lock(7261001)",
+                    *inserts,
+                    "COMMIT",
+                ]
             )
             try:
-                for _event, values in rows:
-                    conn.execute(_CHAINED_INSERT, {**values, "time": time, "canonical": _canonical(values)})
+                cursor.execute(script)
             except BaseException:
                 with contextlib.suppress(Exception):
-                    conn.exec_driver_sql("ROLLBACK")
+                    cursor.execute("ROLLBACK")
                 raise
-            conn.exec_driver_sql("COMMIT")
+            finally:
+                cursor.close()
 
     def query(
         self,
