@@ -19,6 +19,7 @@ from teleconsult.api.routes import qido as dicomweb_qido
 from teleconsult.api.routes import referrals as referral_routes
 from teleconsult.api.routes import stow as dicomweb_stow
 from teleconsult.api.routes import wado as dicomweb_wado
+from teleconsult.api.web_client import mount_web_client
 from teleconsult.audit import AuditLog
 from teleconsult.config import Settings
 from teleconsult.errors import IndexUnavailableError
@@ -77,4 +78,6 @@ def create_app(settings: Settings, store: InstanceStore) -> FastAPI:
     def metrics() -> Response:
         return Response(service_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    # Last: the browser app at /, never in front of a route above (or one added later).
+    mount_web_client(app)
     return app
