@@ -26,7 +26,7 @@ from pydantic_settings import (
 
 from teleconsult.domain.identity import check_organisation_code
 
-__all__ = ["ENV_PREFIX", "SOURCE_PACS", "DicomPeer", "ForwardRule", "Settings", "settings_help"]
+__all__ = ["ENV_PREFIX", "SOURCE_PACS", "DicomPeer", "ForwardRule", "IceServer", "Settings", "settings_help"]
 
 ENV_PREFIX = "TELECONSULT_"
 
@@ -95,6 +95,47 @@ class ForwardRule(BaseModel):
         if value == SOURCE_PACS:
             return value
         return _check_ae_title(value, "forward rule destination")
+
+
+_ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+class IceServer(BaseModel):
+    """A STUN or TURN server for live exams, as WebRTC's RTCIceServer names it.
+
+    The same list goes to the server's peer connections and, in the live
+    session's answer, to the clients', so both ends can meet through one relay.
+    """
+
+    urls: list[str] = Field(min_length=1)
+    username: str | None = None
+    credential: str | None = None
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("urls")
+    @classmethod
+    def _schemes(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(_ICE_SCHEMES):
+                raise ValueError(
+                    f"TELECONSULT_ICE_SERVERS url {url[:80]!r} must start with stun:, stuns:, turn: or turns:"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _turn_credentials(self) -> IceServer:
+        if any(url.startswith(("turn:", "turns:")) for url in self.urls) and not (
+            self.username and self.credential
+        ):
+            raise ValueError(
+                f"TELECONSULT_ICE_SERVERS entry {self.urls[0][:80]!r} is a TURN server: "
+                'give it "username" and "credential"'
+            )
+        return self
 
 
 class Settings(BaseSettings):
@@ -321,6 +362,30 @@ class Settings(BaseSettings):
             "Character set of SCP-ECG Section 1 text (e.g. gb18030), overriding the file's language "
             "support code, for carts that declare one character set and write another."
         ),
+    )
+
+    # live exams (teleconsult/media: WebRTC through the server)
+    ice_servers: list[IceServer] = Field(
+        default_factory=list,
+        description=(
+            "JSON list of STUN/TURN servers for live exams, given to the server's and the clients' peer "
+            'connections: [{"urls": ["turn:turn.county.example:3478"], "username": "u", '
+            '"credential": "p"}]; empty = host candidates only (one network, or loopback).'
+        ),
+    )
+    live_idle_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="A live session ends once it has had no connected sender for this many seconds.",
+    )
+    live_max_seconds: float = Field(
+        4 * 3600.0, gt=0, description="A live session ends after this many seconds, whatever happens."
+    )
+    live_max_viewers: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Viewers one live session takes at once; each costs the server one video encoder.",
     )
 
     config_file: Path | None = Field(

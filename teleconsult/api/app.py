@@ -15,6 +15,7 @@ from teleconsult.api.routes import audit as audit_routes
 from teleconsult.api.routes import auth, consults, departments, fhir, forwarding, report_outputs, reports
 from teleconsult.api.routes import devices as device_routes
 from teleconsult.api.routes import events as event_routes
+from teleconsult.api.routes import live as live_routes
 from teleconsult.api.routes import qido as dicomweb_qido
 from teleconsult.api.routes import referrals as referral_routes
 from teleconsult.api.routes import stow as dicomweb_stow
@@ -58,6 +59,7 @@ def create_app(settings: Settings, store: InstanceStore) -> FastAPI:
     app.include_router(event_routes.router)
     app.include_router(referral_routes.router)
     app.include_router(device_routes.router)
+    app.include_router(live_routes.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and index reachability")
     def healthz() -> dict[str, Any]:

@@ -115,8 +115,11 @@ def going_away() -> Closing:
     return Closing(GOING_AWAY, "going-away", "the server is shutting down; reconnect later", 503)
 
 
-def error_message(closing: Closing) -> dict[str, Any]:
-    """The last message before a close: ``{"type": "error", "problem": {...}}``."""
+def error_message(closing: Closing, instance: str = EVENTS_PATH) -> dict[str, Any]:
+    """The last message before a close: ``{"type": "error", "problem": {...}}``.
+
+    ``instance`` is the socket's path (the live-session signalling sockets share this shape).
+    """
     return {
         "type": "error",
         "problem": {
@@ -124,7 +127,7 @@ def error_message(closing: Closing) -> dict[str, Any]:
             "title": closing.slug.replace("-", " "),
             "status": closing.status,
             "detail": closing.detail,
-            "instance": EVENTS_PATH,
+            "instance": instance,
             "code": closing.slug,
             "close_code": int(closing.code),
         },

@@ -26,20 +26,18 @@ from starlette.websockets import WebSocketDisconnect
 from teleconsult.api.deps import principal_from_token
 from teleconsult.api.openapi import problem_response
 from teleconsult.api.problems import problem
-from teleconsult.audit import AuditEvent, AuditLog, AuditOutcome, Interface
+from teleconsult.api.sockets import audit_socket, authenticate, receive_text
+from teleconsult.audit import AuditOutcome
 from teleconsult.consults.access import viewer_of
 from teleconsult.domain.consults import ConsultViewer
 from teleconsult.domain.identity import Principal
-from teleconsult.errors import AuthenticationError, TeleconsultError
+from teleconsult.errors import AuthenticationError
 from teleconsult.notifications import Connection, NotificationHub, NotificationOptions
 from teleconsult.notifications.protocol import (
     EVENTS_PATH,
-    INTERNAL_ERROR,
     Closing,
     ProtocolError,
-    error_message,
     parse_client_message,
-    unauthenticated,
 )
 from teleconsult.security import TokenError, decode_access_token
 
@@ -138,29 +136,6 @@ def _sign_in(websocket: WebSocket, hub: NotificationHub, token: str) -> _SignedI
     return _SignedIn(principal, viewer_of(principal, hub.audience.departments), expires_at)
 
 
-def _audit_now(
-    websocket: WebSocket,
-    action: str,
-    outcome: AuditOutcome,
-    principal: Principal | None,
-    detail: str,
-) -> None:
-    audit: AuditLog = websocket.app.state.audit
-    audit.record(
-        AuditEvent(
-            action=action,
-            outcome=outcome,
-            interface=Interface.WEBSOCKET,
-            actor=principal.username if principal else "anonymous",
-            actor_organisation=principal.organisation if principal else None,
-            role=principal.role.value if principal else None,
-            source_address=websocket.client.host if websocket.client else None,
-            resource=f"WEBSOCKET {EVENTS_PATH}",
-            detail=detail,
-        )
-    )
-
-
 async def _audit(
     websocket: WebSocket,
     action: str,
@@ -169,66 +144,26 @@ async def _audit(
     principal: Principal | None = None,
     detail: str = "",
 ) -> None:
-    """Write the audit row in a thread; it is written even if this task is being cancelled.
-
-    ``asyncio.to_thread`` would withdraw a job that has not started when the
-    awaiting task is cancelled (as at shutdown, or when a test client
-    leaves), losing the row: the job is submitted first and then shielded.
-    """
-    job = functools.partial(_audit_now, websocket, action, outcome, principal, detail)
-    await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, job))
-
-
-async def _receive_text(websocket: WebSocket) -> str | None:
-    """The next text message (None for a binary one); ``WebSocketDisconnect`` when the client left."""
-    message = await websocket.receive()
-    if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
-    text: str | None = message.get("text")
-    return text
-
-
-async def _refuse(websocket: WebSocket, closing: Closing) -> None:
-    try:
-        await websocket.send_text(json.dumps(error_message(closing)))
-        await websocket.close(closing.code, closing.reason)
-    except (WebSocketDisconnect, RuntimeError, OSError):
-        logger.debug("events socket: the client left before its refusal was sent")
+    await audit_socket(websocket, action, outcome, resource=EVENTS_PATH, principal=principal, detail=detail)
 
 
 async def _authenticate(websocket: WebSocket, hub: NotificationHub) -> _SignedIn | None:
     """The signed-in user, or None after refusing (4001) and auditing the attempt."""
-    timeout = hub.options.auth_timeout
-    try:
-        text = await asyncio.wait_for(_receive_text(websocket), timeout)
-        message = parse_client_message(text, expect_auth=True)
-        assert message.token is not None
-        return await asyncio.to_thread(_sign_in, websocket, hub, message.token)
-    except TimeoutError:
-        closing = unauthenticated(
-            f'no auth message within {timeout:g} s: send {{"type": "auth", "token": ...}} first'
-        )
-    except ProtocolError as exc:
-        closing = exc.closing
-    except AuthenticationError as exc:
-        closing = unauthenticated(exc.message)
-    except TeleconsultError as exc:  # the index cannot be read: try again later
-        closing = Closing(INTERNAL_ERROR, exc.code, exc.message, exc.http_status)
-    except WebSocketDisconnect:
-        await _audit(websocket, "events.connect", AuditOutcome.DENIED, detail="left before authenticating")
-        return None
-    address = websocket.client.host if websocket.client else "?"
-    logger.info("events socket from %s refused: %s", address, closing.detail)
-    await _audit(websocket, "events.connect", AuditOutcome.DENIED, detail=closing.detail)
-    await _refuse(websocket, closing)
-    return None
+    return await authenticate(
+        websocket,
+        hub.options.auth_timeout,
+        functools.partial(_sign_in, websocket, hub),
+        action="events.connect",
+        resource=EVENTS_PATH,
+        name="events",
+    )
 
 
 async def _read(websocket: WebSocket, connection: Connection) -> bool:
     """Answer pings until the client leaves (False) or breaks the protocol (True, closing)."""
     while True:
         try:
-            text = await _receive_text(websocket)
+            text = await receive_text(websocket)
         except WebSocketDisconnect:
             return False
         try:

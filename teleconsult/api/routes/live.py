@@ -1,0 +1,476 @@
+"""Live exams: sessions over REST, signalling over WebSocket, captures into the consult's study.
+
+The REST routes are plain functions (FastAPI runs them in its threadpool,
+where the consult lookups, the audit rows and the DICOM capture may block)
+and reach the ``MediaHub`` on the event loop through ``anyio.from_thread``:
+peer connections, tracks and sessions are only ever touched on the loop.
+The hub lives on ``app.state.media`` for as long as the app runs (this
+router's lifespan), and its end closes every session.
+
+A session the caller may not see answers 404 like one that does not
+exist, and the attempt is audited as denied. Audit actions: ``live.start``,
+``live.read``, ``live.end``, ``live.snapshot`` (HTTP), ``live.connect``,
+``live.join``, ``live.leave`` (WebSocket); an end on a timer or at shutdown
+is ``live.end`` by ``system``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from anyio import from_thread
+from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response, WebSocket, status
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketDisconnect
+
+from teleconsult.api.consulting import ConsultsDep, audited, consult_service
+from teleconsult.api.deps import PrincipalDep, SettingsDep, StoreDep, principal_from_token
+from teleconsult.api.live_schemas import (
+    LiveSessionCreate,
+    LiveSessionPublic,
+    SnapshotPublic,
+    live_public,
+    snapshot_public,
+)
+from teleconsult.api.openapi import problem_response
+from teleconsult.api.problems import problem
+from teleconsult.api.sockets import audit_socket, authenticate, receive_text, refuse
+from teleconsult.audit import AuditEvent, AuditLog, AuditOutcome, Interface
+from teleconsult.consults import ConsultService, HiddenError
+from teleconsult.domain.consults import CLOSED, Consult
+from teleconsult.domain.identity import Principal
+from teleconsult.errors import (
+    ConflictError,
+    ConsultStateError,
+    NotFoundError,
+    PermissionDeniedError,
+    TeleconsultError,
+)
+from teleconsult.media import SYSTEM, LiveSession, MediaHub, MediaOptions, ParticipantRole, allowed_roles
+from teleconsult.media.capture import SnapshotTarget, store_snapshot
+from teleconsult.media.errors import LiveError
+from teleconsult.media.signalling import SignallingClosedError, serve_peer
+from teleconsult.notifications.protocol import Closing
+
+__all__ = ["live_lifespan", "router"]
+
+logger = logging.getLogger(__name__)
+
+LIVE_PATH = "/api/live-sessions"
+_READY = json.dumps({"type": "ready"})
+
+# Close codes of the signalling socket besides 4001 (unauthenticated) and 1000 (after "bye").
+NOT_FOUND = 4004  # no such session, or not visible to the caller
+FORBIDDEN = 4003  # visible, but the caller takes no part (admin; declined or cancelled consult)
+ENDED = 4010  # the session has ended
+
+PROTOCOL = """\
+**This path is a WebSocket** (OpenAPI cannot describe one): open
+`ws(s)://<host>/api/live-sessions/{id}/signal`; a plain GET is answered 426. Protocol (details,
+annotation schema and examples in `docs/live.md`):
+
+1. Within 5 seconds send `{"type": "auth", "token": "<access token>"}`; the server answers
+   `{"type": "ready"}`.
+2. Send `{"type": "offer", "sdp": "<SDP>", "role": "sender" | "viewer"}`; the server answers
+   `{"type": "answer", "sdp": "<SDP>"}` (all its candidates are in the answer). Only the consult's
+   requesting side may be the sender; others who see the consult may be viewers. A new offer
+   replaces this connection's peer connection (a sender reconnecting resumes the video every
+   viewer sees).
+3. Optionally `{"type": "candidate", "candidate": "candidate:...", "sdpMid": "0", "sdpMLineIndex": 0}`,
+   `{"type": "ping"}` (answered `{"type": "pong"}`), `{"type": "bye"}` to leave.
+4. Open a data channel named `annotations` for pointer, drawings and chat (JSON; checked and
+   forwarded to every other participant).
+
+A message the server cannot act on (not JSON, unknown type, malformed SDP, a role the caller
+may not take, a full session) is answered `{"type": "error", "problem": {...}}`; the socket and
+the session stay up. The server closes with **4001** (authentication), **4004** (no such
+session, or not visible), **4003** (the caller takes no part in live exams of this consult),
+**4010** (the session has ended), **4009** (another connection took over as sender, after an
+`error`), **1000** after `{"type": "bye", "reason": ...}` when the session ends.
+"""
+
+
+# -- the hub's lifespan -----------------------------------------------------------------
+
+
+def _audit_system_end(app: FastAPI, session: LiveSession) -> None:
+    audit: AuditLog = app.state.audit
+    audit.record(
+        AuditEvent(
+            action="live.end",
+            outcome=AuditOutcome.SUCCESS,
+            interface=Interface.WEBSOCKET,
+            actor=SYSTEM,
+            resource=f"LIVE {LIVE_PATH}/{session.session_id}",
+            study_instance_uid=session.study_instance_uid,
+            patient_id=session.patient_id,
+            detail=f"live session {session.session_id} of consult {session.consult_id} ended: "
+            f"{session.end_reason}",
+        )
+    )
+
+
+@asynccontextmanager
+async def live_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """One media hub per app, for as long as it serves; closing it ends every session."""
+    options: MediaOptions = getattr(app.state, "media_options", None) or MediaOptions.from_settings(
+        app.state.settings
+    )
+
+    async def ended(session: LiveSession) -> None:
+        await asyncio.to_thread(_audit_system_end, app, session)
+
+    hub = MediaHub(options, on_ended=ended)
+    hub.start()
+    app.state.media = hub
+    try:
+        yield
+    finally:
+        await hub.close()
+
+
+router = APIRouter(prefix=LIVE_PATH, tags=["live exams"], lifespan=live_lifespan)
+
+
+async def _hub(request: Request) -> MediaHub:
+    hub: MediaHub = request.app.state.media
+    return hub
+
+
+MediaDep = Annotated[MediaHub, Depends(_hub)]
+SessionId = Annotated[str, Path(max_length=64, description="the live session's id (a UUID)")]
+
+_NOT_FOUND = problem_response("No such live session, or not visible to the caller (the same answer)")
+_FORBIDDEN = problem_response("Visible, but the caller takes no part in live exams (admins)")
+
+
+# -- helpers (run in the threadpool) ------------------------------------------------------
+
+
+def _session(
+    hub: MediaHub, service: ConsultService, principal: Principal, session_id: str
+) -> tuple[LiveSession, Consult]:
+    """The session and its consult if the caller may see the consult; 404 (the same) otherwise."""
+    message = f"live session {session_id[:40]} does not exist or is not visible to {principal.username}"
+    session = from_thread.run_sync(hub.get, session_id)
+    if session is None:
+        raise NotFoundError(message)
+    try:
+        consult = service.get(principal, session.consult_id)
+    except HiddenError as exc:
+        raise HiddenError(
+            message,
+            study_instance_uid=exc.study_instance_uid,
+            patient_id=exc.patient_id,
+            detail=f"live session {session_id}: {exc.detail}",
+        ) from None
+    except NotFoundError:
+        raise NotFoundError(message) from None
+    return session, consult
+
+
+def _roles(service: ConsultService, principal: Principal, consult: Consult) -> frozenset[ParticipantRole]:
+    """What the caller may be in the consult's session; 403/409 if nothing."""
+    roles = allowed_roles(consult, service.viewer(principal))
+    if roles:
+        return roles
+    if consult.status in CLOSED:
+        raise ConsultStateError(
+            f"consult {consult.consult_id} is {consult.status.value}; it has no live exam any more"
+        )
+    raise PermissionDeniedError(
+        f"{principal.username} is {principal.role.value}; live exams are for the consult's clinicians"
+    )
+
+
+def _public(session: LiveSession) -> LiveSessionPublic:
+    public: LiveSessionPublic = from_thread.run_sync(live_public, session)
+    return public
+
+
+# -- REST ---------------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=LiveSessionPublic,
+    summary="Start the live exam of a consult (or get the one running)",
+    description=(
+        "Starts a live session for the consult: 201 with its `id`, the ICE servers for the "
+        "client's RTCPeerConnection and the signalling path. If the consult already has a running "
+        "session, that one is answered (200), so both sides may simply ask. Anyone who sees the "
+        "consult and takes part in it may start it (not admins; not a declined or cancelled "
+        "consult). The session ends on `POST .../end`, after TELECONSULT_LIVE_IDLE_TIMEOUT_SECONDS "
+        "without a sender, or after TELECONSULT_LIVE_MAX_SECONDS."
+    ),
+    responses={
+        200: {"description": "The consult's running session", "model": LiveSessionPublic},
+        400: problem_response("The body is not JSON"),
+        403: _FORBIDDEN,
+        404: problem_response("No such consult, or not visible to the caller (the same answer)"),
+        409: problem_response("The consult is declined or cancelled"),
+        422: problem_response("Invalid fields"),
+    },
+)
+def start_session(
+    body: LiveSessionCreate,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    service: ConsultsDep,
+    hub: MediaDep,
+) -> LiveSessionPublic:
+    with audited(request, principal, "live.start") as note:
+        consult = service.get(principal, body.consult_id)
+        note.consult(consult)
+        _roles(service, principal, consult)
+        session, created = from_thread.run_sync(hub.open, consult, principal)
+        verb = "started" if created else "asked for while running"
+        note.detail = f"live session {session.session_id} of consult {consult.consult_id} {verb}"
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return _public(session)
+
+
+@router.get(
+    "/{session_id}",
+    response_model=LiveSessionPublic,
+    summary="One live session: status, participants, whether a frame can be captured",
+    responses={404: _NOT_FOUND},
+)
+def read_session(
+    session_id: SessionId, request: Request, principal: PrincipalDep, service: ConsultsDep, hub: MediaDep
+) -> LiveSessionPublic:
+    with audited(request, principal, "live.read") as note:
+        session, consult = _session(hub, service, principal, session_id)
+        note.consult(consult)
+        note.detail = f"live session {session_id}"
+    return _public(session)
+
+
+@router.post(
+    "/{session_id}/end",
+    response_model=LiveSessionPublic,
+    summary="End a live session: every participant is told and every peer connection closed",
+    description="Ending a session that has ended already answers it as it is.",
+    responses={403: _FORBIDDEN, 404: _NOT_FOUND},
+)
+def end_session(
+    session_id: SessionId, request: Request, principal: PrincipalDep, service: ConsultsDep, hub: MediaDep
+) -> LiveSessionPublic:
+    with audited(request, principal, "live.end") as note:
+        session, consult = _session(hub, service, principal, session_id)
+        note.consult(consult)
+        if not allowed_roles(consult, service.viewer(principal)) and not session.ended:
+            raise PermissionDeniedError(
+                f"{principal.username} takes no part in live session {session_id} and cannot end it"
+            )
+        reason = f"ended by {principal.username}"
+        ended = from_thread.run(functools.partial(hub.end, session, reason, by=principal.username))
+        note.detail = f"live session {session_id} " + (reason if ended else "had ended already")
+    return _public(session)
+
+
+@router.post(
+    "/{session_id}/snapshot",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SnapshotPublic,
+    summary="Store the sender's latest video frame as DICOM in the consult's study",
+    description=(
+        "The frame becomes a Secondary Capture Image (RGB, conversion type DV, lossy compression "
+        "01: it crossed WebRTC) with the patient and study attributes of the consult's study and "
+        "the study's modality, one series per session, stored like any instance (notifications "
+        "and forwarding rules apply). 409 while no frame has arrived, once the session has "
+        "ended, or if the consult's study is not stored."
+    ),
+    responses={
+        403: _FORBIDDEN,
+        404: _NOT_FOUND,
+        409: problem_response("No frame yet, the session has ended, or the consult has no stored study"),
+    },
+)
+def take_snapshot(
+    session_id: SessionId,
+    request: Request,
+    principal: PrincipalDep,
+    service: ConsultsDep,
+    hub: MediaDep,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> SnapshotPublic:
+    with audited(request, principal, "live.snapshot") as note:
+        session, consult = _session(hub, service, principal, session_id)
+        note.consult(consult)
+        _roles(service, principal, consult)
+        if session.ended:
+            raise ConflictError(f"live session {session_id} has ended; start a new one to capture")
+        frame = from_thread.run_sync(session.latest_frame)
+        if frame is None:
+            raise ConflictError(
+                f"live session {session_id} has no video frame yet; capture once the sender's video shows"
+            )
+        target = SnapshotTarget(
+            session_id=session.session_id,
+            consult_id=consult.consult_id,
+            study_instance_uid=consult.study_instance_uid,
+            source_organisation=consult.source_organisation,
+            instance_number=from_thread.run_sync(session.next_snapshot),
+            operator=principal.username,
+        )
+        snapshot = store_snapshot(store, frame, target, calling_ae_title=settings.ae_title)
+        note.detail = f"live session {session_id}: frame stored as {snapshot.sop_instance_uid}"
+    return snapshot_public(snapshot)
+
+
+# -- signalling -----------------------------------------------------------------------------
+
+
+@router.get(
+    "/{session_id}/signal",
+    summary="Signalling of a live session (WebSocket): offer/answer, candidates, bye",
+    description=PROTOCOL,
+    status_code=426,
+    response_class=Response,
+    responses={426: problem_response("Upgrade required: this path is a WebSocket, see the description")},
+)
+def signal_over_http(session_id: SessionId, request: Request) -> JSONResponse:
+    response = problem(
+        request,
+        426,
+        "upgrade required",
+        f"GET {LIVE_PATH}/{{id}}/signal is a WebSocket: open it with a WebSocket client and send "
+        '{"type": "auth", "token": ...} first (docs/live.md)',
+        "upgrade-required",
+    )
+    response.headers["Upgrade"] = "websocket"
+    response.headers["Connection"] = "Upgrade"
+    return response
+
+
+def _sign_in(websocket: WebSocket, token: str) -> Principal:
+    return principal_from_token(token, websocket.app.state.secret_key, websocket.app.state.identity)
+
+
+def _admit(
+    app: Any, principal: Principal, session: LiveSession
+) -> tuple[Consult, frozenset[ParticipantRole]]:
+    """The session's consult if the caller sees it (``NotFoundError`` else), and their roles in it."""
+    service = consult_service(app)
+    consult = service.get(principal, session.consult_id)
+    return consult, allowed_roles(consult, service.viewer(principal))
+
+
+class _SocketSignalling:
+    """The ``Signalling`` of one WebSocket."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    async def receive(self) -> str | None:
+        try:
+            return await receive_text(self.websocket)
+        except WebSocketDisconnect:
+            raise SignallingClosedError from None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        try:
+            await self.websocket.send_text(json.dumps(message))
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            raise SignallingClosedError from None
+
+    async def close(self, code: int, reason: str) -> None:
+        try:
+            await self.websocket.close(code, reason)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            logger.debug("live signalling: the client left before the close")
+
+
+@router.websocket("/{session_id}/signal")
+async def signal_socket(websocket: WebSocket, session_id: str) -> None:
+    hub: MediaHub = websocket.app.state.media
+    path = f"{LIVE_PATH}/{session_id[:64]}/signal"
+    await websocket.accept()
+    principal = await authenticate(
+        websocket,
+        hub.options.auth_timeout,
+        functools.partial(_sign_in, websocket),
+        action="live.connect",
+        resource=path,
+        name="live signalling",
+    )
+    if principal is None:
+        return
+    session = hub.get(session_id)
+    missing = Closing(
+        NOT_FOUND,
+        "not-found",
+        f"live session {session_id[:40]} does not exist or is not visible to {principal.username}",
+        404,
+    )
+    try:
+        if session is None:
+            raise NotFoundError(missing.detail)
+        consult, roles = await asyncio.to_thread(_admit, websocket.app, principal, session)
+    except NotFoundError as exc:
+        hidden = exc if isinstance(exc, HiddenError) else None
+        await audit_socket(
+            websocket,
+            "live.connect",
+            AuditOutcome.DENIED if hidden else AuditOutcome.FAILURE,
+            resource=path,
+            principal=principal,
+            detail=hidden.detail if hidden else missing.detail,
+            study_instance_uid=hidden.study_instance_uid if hidden else None,
+            patient_id=hidden.patient_id if hidden else None,
+        )
+        await refuse(websocket, missing, path)
+        return
+    except TeleconsultError as exc:  # the index cannot be read
+        await refuse(websocket, Closing(1011, exc.code, exc.message, exc.http_status), path)
+        return
+    audit = functools.partial(
+        audit_socket,
+        websocket,
+        resource=path,
+        principal=principal,
+        study_instance_uid=session.study_instance_uid,
+        patient_id=session.patient_id,
+    )
+    closing = None
+    if session.ended:
+        closing = Closing(ENDED, "session-ended", f"live session {session_id} has ended", 410)
+    elif not roles:
+        closing = Closing(
+            FORBIDDEN,
+            "forbidden",
+            f"{principal.username} takes no part in live exams of consult {consult.consult_id}",
+            403,
+        )
+    if closing is not None:
+        await audit("live.connect", AuditOutcome.DENIED, detail=closing.detail)
+        await refuse(websocket, closing, path)
+        return
+    peer = session.join(principal, roles)
+    await websocket.send_text(_READY)
+    logger.info("live %s: signalling of %s opened (peer %d)", session_id, principal.username, peer.peer_id)
+
+    async def joined(role: ParticipantRole, error: LiveError | None) -> None:
+        what = f"live session {session_id} of consult {consult.consult_id} as {role.value}"
+        if error is None:
+            await audit("live.join", AuditOutcome.SUCCESS, detail=what)
+        else:
+            await audit("live.join", AuditOutcome.DENIED, detail=f"{what}: {error.detail}")
+
+    how = "left"
+    try:
+        how = await serve_peer(session, peer, _SocketSignalling(websocket), instance=path, on_join=joined)
+    finally:
+        logger.info("live %s: signalling of %s ended (%s)", session_id, principal.username, how)
+        await audit("live.leave", AuditOutcome.SUCCESS, detail=f"live session {session_id}: {how}")

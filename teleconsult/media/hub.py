@@ -1,0 +1,168 @@
+"""The ``MediaHub``: every live session of this process, their timers, and their end at shutdown.
+
+One hub per app, made in the live routes' lifespan (``app.state.media``) and
+closed when the app stops, so no peer connection, relay or task outlives
+it (aiortc's examples keep these in module globals; a test that starts
+twenty apps cannot). Sessions are kept in memory: a live exam does not
+survive a restart of the process holding its peer connections anyway.
+Ended sessions are remembered for a while (``GET`` still answers
+``ended`` with the reason) in a bounded list.
+
+A watchdog ends sessions that had no connected sender for
+``live_idle_timeout_seconds``, or ran for ``live_max_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from teleconsult.config import IceServer, Settings
+from teleconsult.media.sessions import LiveSession
+
+if TYPE_CHECKING:
+    from teleconsult.domain.consults import Consult
+    from teleconsult.domain.identity import Principal
+
+__all__ = ["SYSTEM", "MediaHub", "MediaOptions"]
+
+logger = logging.getLogger(__name__)
+
+SYSTEM = "system"  # who ends a session on a timer or at shutdown
+_REMEMBER_ENDED = 256
+
+EndedHook = Callable[[LiveSession], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class MediaOptions:
+    """The hub's settings (from ``Settings``; tests shorten the timers)."""
+
+    ice_servers: tuple[IceServer, ...] = ()
+    idle_timeout: float = 300.0
+    max_seconds: float = 4 * 3600.0
+    max_viewers: int = 8
+    auth_timeout: float = 5.0
+    check_interval: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MediaOptions:
+        return cls(
+            ice_servers=tuple(settings.ice_servers),
+            idle_timeout=settings.live_idle_timeout_seconds,
+            max_seconds=settings.live_max_seconds,
+            max_viewers=settings.live_max_viewers,
+        )
+
+
+class MediaHub:
+    """Live sessions by id, at most one running per consult.
+
+    ``on_ended`` is awaited after a session ends on a timer or at shutdown
+    (the live routes audit those; an end asked for over HTTP is audited by
+    its request).
+    """
+
+    def __init__(self, options: MediaOptions | None = None, *, on_ended: EndedHook | None = None) -> None:
+        self.options = options or MediaOptions()
+        self.on_ended = on_ended
+        self._sessions: dict[str, LiveSession] = {}
+        self._ended: OrderedDict[str, LiveSession] = OrderedDict()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closed = False
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop its sessions live on (from start)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._watchdog is None:
+            self.loop = asyncio.get_running_loop()
+            self._watchdog = self.loop.create_task(self._watch(), name="live sessions watchdog")
+
+    async def close(self) -> None:
+        """End every session (peers are told the server is going away) and stop the watchdog."""
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        for session in list(self._sessions.values()):
+            await self._end(session, "the server is shutting down", SYSTEM)
+
+    # -- sessions --------------------------------------------------------------------
+
+    def open(self, consult: Consult, principal: Principal) -> tuple[LiveSession, bool]:
+        """The consult's running session, or a new one (True) started by ``principal``."""
+        if self._closed:
+            raise RuntimeError("the media hub is closed")
+        for session in self._sessions.values():
+            if session.consult_id == consult.consult_id:
+                return session, False
+        session = LiveSession(
+            str(uuid.uuid4()),
+            consult,
+            principal,
+            ice_servers=self.options.ice_servers,
+            max_viewers=self.options.max_viewers,
+        )
+        self._sessions[session.session_id] = session
+        logger.info(
+            "live %s of consult %s started by %s", session.session_id, consult.consult_id, principal.username
+        )
+        return session, True
+
+    def get(self, session_id: str) -> LiveSession | None:
+        """A running session, or one that ended recently."""
+        return self._sessions.get(session_id) or self._ended.get(session_id)
+
+    def running(self) -> list[LiveSession]:
+        return list(self._sessions.values())
+
+    def peer_connections(self) -> int:
+        return sum(session.peer_connections() for session in self._sessions.values())
+
+    async def end(self, session: LiveSession, reason: str, *, by: str) -> bool:
+        """End ``session`` (False if it had ended already)."""
+        return await self._end(session, reason, by)
+
+    async def _end(self, session: LiveSession, reason: str, by: str) -> bool:
+        self._sessions.pop(session.session_id, None)
+        self._ended[session.session_id] = session
+        while len(self._ended) > _REMEMBER_ENDED:
+            self._ended.popitem(last=False)
+        ended = await session.end(reason, by=by)
+        if ended and by == SYSTEM and self.on_ended is not None:
+            try:
+                await self.on_ended(session)
+            except Exception:
+                logger.exception("live %s: recording its end failed", session.session_id)
+        return ended
+
+    # -- timers ------------------------------------------------------------------------
+
+    def _expired(self, session: LiveSession, now: float) -> str | None:
+        if now - session.started >= self.options.max_seconds:
+            return f"it ran for the longest a session may ({self.options.max_seconds:g} s)"
+        if session.sender is None and now - session.idle_since >= self.options.idle_timeout:
+            return f"no sender was connected for {self.options.idle_timeout:g} s"
+        return None
+
+    async def check(self) -> int:
+        """End the sessions whose time is up; returns how many."""
+        now = asyncio.get_running_loop().time()
+        due = [(s, why) for s in self._sessions.values() if (why := self._expired(s, now)) is not None]
+        for session, why in due:
+            await self._end(session, why, SYSTEM)
+        return len(due)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.check_interval)
+            try:
+                await self.check()
+            except Exception:
+                logger.exception("the live session watchdog failed; it tries again")

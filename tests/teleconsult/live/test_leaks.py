@@ -1,0 +1,59 @@
+"""Twenty sessions opened, used and ended leave no task, thread or peer connection behind."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+
+from aiortc import RTCPeerConnection
+
+from tests.teleconsult.live.conftest import RED, WAIT, Served, close_code, frame_where, join, looks_like
+
+SESSIONS = 20
+
+
+async def _one(served: Served) -> None:
+    session = (
+        await served.acall("POST", "sono1", "/api/live-sessions", {"consult_id": served.consult_id})
+    ).json()
+    sender = await join(served, "sono1", session["id"], "sender")
+    viewer = await join(served, "specialist", session["id"], "viewer")
+    await frame_where(await viewer.track("video"), looks_like(RED))
+    ended = await served.acall("POST", "sono1", f"/api/live-sessions/{session['id']}/end")
+    assert ended.json()["status"] == "ended"
+    for participant in (sender, viewer):
+        assert await close_code(participant.ws) == 1000
+        await participant.pc.close()
+
+
+def _server_tasks() -> list[str]:
+    """The server loop's tasks but the one asking (``Served.on_server`` runs this in a task)."""
+    return sorted(t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task())
+
+
+def _threads() -> list[str]:
+    """Threads but the pools' workers, which come and go with load (aiortc's decoders are counted)."""
+    pools = ("asyncio_", "uvloop_", "AnyIO worker thread", "ThreadPoolExecutor")
+    return sorted(t.name for t in threading.enumerate() if not t.name.startswith(pools))
+
+
+def test_twenty_sessions_leave_nothing_behind(served: Served) -> None:
+    async def scenario() -> None:
+        await _one(served)  # warm up: thread pools, codecs, the HTTP connection
+        tasks = served.on_server(_server_tasks)
+        threads = _threads()
+        assert not [name for name in threads if name.endswith("-decoder")]
+        for _ in range(SESSIONS):
+            await _one(served)
+        async with asyncio.timeout(WAIT):
+            while served.on_server(_server_tasks) != tasks or _threads() != threads:
+                await asyncio.sleep(0.05)
+        assert served.on_server(served.hub.peer_connections) == 0
+        assert served.on_server(served.hub.running) == []
+        await asyncio.sleep(0)  # the client loop's own tasks (aiortc timers) finish with their pcs
+        assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+    asyncio.run(scenario())
+    gc.collect()
+    assert [pc for pc in gc.get_objects() if isinstance(pc, RTCPeerConnection)] == []
