@@ -18,6 +18,8 @@ from teleconsult import audit as audit_module
 from teleconsult.audit import AuditEvent, AuditLog, AuditOutcome, Interface
 from teleconsult.storage import identity as identity_module
 from teleconsult.storage.identity import IdentityStore
+from teleconsult.storage.index import _planned_per_value
+from teleconsult.storage.matching import Level
 from teleconsult.storage.store import InstanceStore
 from teleconsult.storage.transactions import reader, reading
 
@@ -122,12 +124,27 @@ def test_an_audit_append_that_fails_leaves_no_row_and_a_synchronous_connection(
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2
 
 
-def test_postgresql_plans_each_execution_with_its_values(store: InstanceStore) -> None:
-    """A prepared name-prefix search must not fall back to a plan made for any prefix."""
+def test_postgresql_prepares_exact_lookups_and_plans_patterns_with_their_values(store: InstanceStore) -> None:
+    """A name-prefix or range search is never a prepared statement (whose generic plan fits no
+    prefix); an exact lookup becomes one and stops being planned on every run."""
     engine = store.index.engine
     if engine.dialect.name != "postgresql":
         pytest.skip("a PostgreSQL planner setting")
+    exact = {"StudyInstanceUID": "1.2.3.4"}
+    for value in ("WANG*", "LI*", "20240101-20241231"):
+        assert _planned_per_value({"PatientName": value})
+    assert not _planned_per_value(exact)
+    # One thread, one pooled connection: every search below runs on it.
+    for _ in range(8):
+        store.index.query(Level.STUDY, {"PatientName": "WANG*"})
+        store.index.query(Level.STUDY, {"StudyDate": "20240101-20241231"})
+        store.index.query(Level.STUDY, exact)
     with reading(engine) as conn:
-        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == "force_custom_plan"
-    with engine.begin() as conn:
-        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == "force_custom_plan"
+        prepared = [
+            row.statement for row in conn.execute(text("SELECT statement FROM pg_prepared_statements"))
+        ]
+        assert conn.connection.dbapi_connection.prepare_threshold is not None
+    searches = [statement for statement in prepared if "studies.study_instance_uid" in statement]
+    assert searches, prepared
+    assert not [statement for statement in searches if " LIKE " in statement.upper() or ">=" in statement]
+    assert [statement for statement in searches if "studies.study_instance_uid = " in statement]
