@@ -46,6 +46,7 @@ class Interface(StrEnum):
     DICOM = "dicom"
     WEBSOCKET = "websocket"
     CLI = "cli"
+    MQTT = "mqtt"  # health kiosks publishing measurements (device_adapters/kiosk/mqtt.py)
 
 
 @dataclass(frozen=True, slots=True)

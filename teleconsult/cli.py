@@ -149,6 +149,13 @@ def _parser() -> argparse.ArgumentParser:
         audit_export.add_argument(
             f"--{bound}", help="ISO 8601, e.g. 2026-11-01 or 2026-11-01T08:00+08:00 (UTC without an offset)"
         )
+    kiosk = commands.add_parser("kiosk", help="health kiosks registered in TELECONSULT_KIOSK_DEVICES")
+    kiosk_commands = kiosk.add_subparsers(dest="kiosk_command", metavar="ACTION", required=True)
+    kiosk_commands.add_parser("list", help="registered kiosks and their organisations")
+    kiosk_token = kiosk_commands.add_parser(
+        "token", help="print a kiosk's token (Authorization: Bearer ...) for POST /api/kiosk/measurements"
+    )
+    kiosk_token.add_argument("device_id", help="a device id of TELECONSULT_KIOSK_DEVICES")
     return parser
 
 
@@ -335,6 +342,20 @@ def _check(settings: Settings) -> int:
         store.close()
     print(f"checked {checked} files, {bad} bad")
     return 1 if bad else 0
+
+
+def _kiosk(settings: Settings, args: argparse.Namespace) -> int:
+    """Kiosk tokens derive from the service secret: the same one ``serve`` uses (settings or data dir)."""
+    from device_adapters.kiosk.devices import KioskRegistry
+    from teleconsult.security import load_secret_key
+
+    if args.kiosk_command == "list":
+        for device_id, device in sorted(settings.kiosk_devices.items()):
+            print(f"{device_id:24} {device.organisation:16} token generation {device.token_generation}")
+        print(f"{len(settings.kiosk_devices)} kiosks", file=sys.stderr)
+        return 0
+    print(KioskRegistry(settings, load_secret_key(settings)).token(args.device_id))
+    return 0
 
 
 def _identity(settings: Settings, args: argparse.Namespace) -> int:
@@ -557,6 +578,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worklist(settings, args)
         if args.command == "audit":
             return _audit(settings, args)
+        if args.command == "kiosk":
+            return _kiosk(settings, args)
     except TeleconsultError as exc:
         print(f"teleconsult: {exc.message}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -26,7 +27,16 @@ from pydantic_settings import (
 
 from teleconsult.domain.identity import check_organisation_code
 
-__all__ = ["ENV_PREFIX", "SOURCE_PACS", "DicomPeer", "ForwardRule", "IceServer", "Settings", "settings_help"]
+__all__ = [
+    "ENV_PREFIX",
+    "SOURCE_PACS",
+    "DicomPeer",
+    "ForwardRule",
+    "IceServer",
+    "KioskDevice",
+    "Settings",
+    "settings_help",
+]
 
 ENV_PREFIX = "TELECONSULT_"
 
@@ -95,6 +105,29 @@ class ForwardRule(BaseModel):
         if value == SOURCE_PACS:
             return value
         return _check_ae_title(value, "forward rule destination")
+
+
+_KIOSK_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class KioskDevice(BaseModel):
+    """A registered health kiosk: the organisation (village clinic) its measurements belong to.
+
+    ``token_generation`` is part of the device's HTTP token (derived from the
+    service secret, ``teleconsult kiosk token DEVICE``): raise it to revoke a
+    leaked token without touching the other kiosks.
+    """
+
+    organisation: str
+    token_generation: int = Field(1, ge=1, le=1_000_000)
+
+    @field_validator("organisation")
+    @classmethod
+    def _organisation(cls, value: str) -> str:
+        try:
+            return check_organisation_code(value)
+        except ValueError as exc:
+            raise ValueError(f"TELECONSULT_KIOSK_DEVICES organisation: {exc}") from None
 
 
 _ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
@@ -364,6 +397,91 @@ class Settings(BaseSettings):
         ),
     )
 
+    # ECG triage (device_adapters/ecg/triage): every stored ECG measured and screened in the HTTP process
+    ecg_triage_enabled: bool = Field(
+        True,
+        description=(
+            "Measure and screen every stored 12-lead ECG (STEMI criteria, urgent rate); a positive screen "
+            "opens a critical consult and raises alert.critical. Decision support: findings need physician "
+            "confirmation."
+        ),
+    )
+    ecg_triage_scan_seconds: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "How often the ECG analyser also looks for stored ECGs without measurements (it always does at "
+            "start-up; new ECGs are analysed as they are stored)."
+        ),
+    )
+    ecg_triage_st_elevation_mv: float = Field(
+        0.1, gt=0, le=1, description="ST elevation (mV; 0.1 mV = 1 mm) that counts in leads other than V2-V3."
+    )
+    ecg_triage_st_elevation_v2v3_men_mv: float = Field(
+        0.2, gt=0, le=1, description="ST elevation (mV) that counts in V2-V3 for men aged 40 or more."
+    )
+    ecg_triage_st_elevation_v2v3_young_men_mv: float = Field(
+        0.25, gt=0, le=1, description="ST elevation (mV) that counts in V2-V3 for men under 40."
+    )
+    ecg_triage_st_elevation_v2v3_women_mv: float = Field(
+        0.15,
+        gt=0,
+        le=1,
+        description=(
+            "ST elevation (mV) that counts in V2-V3 for women; without a recorded sex the lowest V2-V3 "
+            "threshold applies."
+        ),
+    )
+    ecg_triage_bradycardia_bpm: float = Field(
+        40.0, gt=0, description="A heart rate under this (per minute) is an urgent finding."
+    )
+    ecg_triage_tachycardia_bpm: float = Field(
+        150.0, gt=0, description="A heart rate over this (per minute) is an urgent finding."
+    )
+
+    # health kiosks (device_adapters/kiosk: vital signs over MQTT or HTTP)
+    kiosk_devices: dict[str, KioskDevice] = Field(
+        default_factory=dict,
+        description=(
+            'JSON object of registered kiosks, device id -> organisation code: {"KIOSK-V21-01": '
+            '"VILLAGE21"} (or {"organisation": "VILLAGE21", "token_generation": 2}); measurements from '
+            "any other device are refused."
+        ),
+    )
+    mqtt_url: str | None = Field(
+        None,
+        description=(
+            "MQTT broker the HTTP process subscribes to for kiosk measurements "
+            "(teleconsult/kiosk/+/measurements, QoS 1), e.g. mqtt://127.0.0.1:1883 or "
+            "mqtts://user:password@broker:8883; unset = no MQTT."
+        ),
+    )
+    mqtt_client_id: str | None = Field(
+        None,
+        description=(
+            "MQTT client id; set = a persistent session, so the broker keeps QoS 1 messages while "
+            "teleconsult restarts (one subscriber per id); unset = a random id and a clean session."
+        ),
+    )
+    kiosk_alert_systolic_mmhg: float = Field(
+        180.0, gt=0, description="Kiosk systolic blood pressure at or above which alert.critical is raised."
+    )
+    kiosk_alert_diastolic_mmhg: float = Field(
+        110.0, gt=0, description="Kiosk diastolic blood pressure at or above which alert.critical is raised."
+    )
+    kiosk_alert_glucose_high_mmol_l: float = Field(
+        16.7, gt=0, description="Kiosk blood glucose (mmol/L) at or above which alert.critical is raised."
+    )
+    kiosk_alert_glucose_low_mmol_l: float = Field(
+        3.0, ge=0, description="Kiosk blood glucose (mmol/L) at or below which alert.critical is raised."
+    )
+    kiosk_alert_spo2_below_percent: float = Field(
+        90.0, ge=0, le=100, description="Kiosk SpO2 (%) below which alert.critical is raised."
+    )
+    kiosk_alert_temperature_celsius: float = Field(
+        39.5, gt=0, description="Kiosk body temperature (°C) at or above which alert.critical is raised."
+    )
+
     # live exams (teleconsult/media: WebRTC through the server)
     ice_servers: list[IceServer] = Field(
         default_factory=list,
@@ -421,6 +539,50 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"TELECONSULT_ECG_INBOX_ORGANISATION: {exc}") from None
 
+    @field_validator("kiosk_devices", mode="before")
+    @classmethod
+    def _kiosk_devices_shorthand(cls, value: object) -> object:
+        """``{"KIOSK01": "VILLAGE21"}`` is short for ``{"KIOSK01": {"organisation": "VILLAGE21"}}``."""
+        if isinstance(value, dict):
+            return {key: {"organisation": v} if isinstance(v, str) else v for key, v in value.items()}
+        return value
+
+    @field_validator("kiosk_devices")
+    @classmethod
+    def _kiosk_device_ids(cls, value: dict[str, KioskDevice]) -> dict[str, KioskDevice]:
+        for device_id in value:
+            if not _KIOSK_DEVICE_ID.match(device_id):
+                raise ValueError(
+                    f"TELECONSULT_KIOSK_DEVICES device id {device_id[:70]!r} must be 1-64 letters, digits, "
+                    "'.', '_' or '-' (it is an MQTT topic level), starting with a letter or digit"
+                )
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+            raise ValueError(
+                "TELECONSULT_MQTT_URL must be mqtt://host[:port] or mqtts://[user:password@]host[:port]"
+            )
+        try:
+            parsed.port  # noqa: B018 - raises on a port out of range
+        except ValueError:
+            raise ValueError("TELECONSULT_MQTT_URL has an invalid port") from None
+        return value
+
+    @model_validator(mode="after")
+    def _kiosk_alert_glucose_ordered(self) -> Settings:
+        if self.kiosk_alert_glucose_low_mmol_l >= self.kiosk_alert_glucose_high_mmol_l:
+            raise ValueError(
+                "TELECONSULT_KIOSK_ALERT_GLUCOSE_LOW_MMOL_L must be below "
+                "TELECONSULT_KIOSK_ALERT_GLUCOSE_HIGH_MMOL_L"
+            )
+        return self
+
     @field_validator("ecg_scp_text_encoding")
     @classmethod
     def _ecg_scp_text_encoding(cls, value: str | None) -> str | None:
@@ -456,6 +618,15 @@ class Settings(BaseSettings):
                     "twice; each peer needs its own AE title"
                 )
             seen.add(peer.ae_title)
+        return self
+
+    @model_validator(mode="after")
+    def _ecg_triage_rates_ordered(self) -> Settings:
+        if self.ecg_triage_bradycardia_bpm >= self.ecg_triage_tachycardia_bpm:
+            raise ValueError(
+                f"TELECONSULT_ECG_TRIAGE_BRADYCARDIA_BPM ({self.ecg_triage_bradycardia_bpm:g}) must be below "
+                f"TELECONSULT_ECG_TRIAGE_TACHYCARDIA_BPM ({self.ecg_triage_tachycardia_bpm:g})"
+            )
         return self
 
     @model_validator(mode="after")

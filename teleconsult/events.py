@@ -48,6 +48,9 @@ class EventType(StrEnum):
     REFERRAL_DECLINED = "referral.declined"
     REFERRAL_CANCELLED = "referral.cancelled"
     REFERRAL_COMPLETED = "referral.completed"
+    # a finding that cannot wait (device_adapters/ecg/triage: a positive ECG screen): carries
+    # study_instance_uid, consult_id (None if none could be opened), reason and measurements
+    ALERT_CRITICAL = "alert.critical"
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,9 @@ class Served:
                 self._lines.append(raw.decode(errors="replace"))
 
 
-def _environment(data_dir: Path, http_port: int, dicom_port: int, workers: int | None) -> dict[str, str]:
+def _environment(
+    data_dir: Path, http_port: int, dicom_port: int, workers: int | None, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("TELECONSULT_")}
     env.update(
         {
@@ -87,6 +89,7 @@ def _environment(data_dir: Path, http_port: int, dicom_port: int, workers: int |
     )
     if workers is not None:
         env["TELECONSULT_DICOM_WORKERS"] = str(workers)
+    env.update(extra or {})
     return env
 
 
@@ -113,10 +116,15 @@ def _wait_ready(served: Served) -> None:
 
 
 @contextmanager
-def teleconsult_serve(work_dir: Path, *, workers: int | None = None) -> Iterator[Served]:
-    """A fresh installation (TOWN01 under COUNTY, one county specialist) served until the block ends."""
+def teleconsult_serve(
+    work_dir: Path, *, workers: int | None = None, extra_env: dict[str, str] | None = None
+) -> Iterator[Served]:
+    """A fresh installation (TOWN01 under COUNTY, one county specialist) served until the block ends.
+
+    ``extra_env``: more TELECONSULT_* settings for this installation (bench/ecg sets the inbox's timers).
+    """
     http_port, dicom_port = free_port(), free_port()
-    env = _environment(work_dir / "data", http_port, dicom_port, workers)
+    env = _environment(work_dir / "data", http_port, dicom_port, workers, extra_env)
     _cli(env, "org", "add", "COUNTY", "--name", "County Hospital")
     _cli(env, "org", "add", "TOWN01", "--name", "Township Health Centre 1", "--parent", "COUNTY")
     _cli(env, "user", "add", SPECIALIST, "--password", PASSWORD, "--role", "specialist", "--org", "COUNTY")

@@ -12,9 +12,20 @@ from teleconsult import metrics as service_metrics
 from teleconsult.api.openapi import install_openapi
 from teleconsult.api.problems import install_problem_handlers
 from teleconsult.api.routes import audit as audit_routes
-from teleconsult.api.routes import auth, consults, departments, fhir, forwarding, report_outputs, reports
+from teleconsult.api.routes import (
+    auth,
+    consults,
+    departments,
+    fhir,
+    fhir_kiosk,
+    forwarding,
+    report_outputs,
+    reports,
+)
 from teleconsult.api.routes import devices as device_routes
+from teleconsult.api.routes import ecg_measurements as ecg_measurement_routes
 from teleconsult.api.routes import events as event_routes
+from teleconsult.api.routes import kiosk as kiosk_routes
 from teleconsult.api.routes import live as live_routes
 from teleconsult.api.routes import qido as dicomweb_qido
 from teleconsult.api.routes import referrals as referral_routes
@@ -59,6 +70,9 @@ def create_app(settings: Settings, store: InstanceStore) -> FastAPI:
     app.include_router(event_routes.router)
     app.include_router(referral_routes.router)
     app.include_router(device_routes.router)
+    app.include_router(ecg_measurement_routes.router)
+    app.include_router(kiosk_routes.router)
+    app.include_router(fhir_kiosk.router)
     app.include_router(live_routes.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and index reachability")

@@ -4,7 +4,9 @@
   (their organisation and those below it) holds the study's source
   organisation, and users to whom a consult that is not declined or
   cancelled shares the study (``ConsultStore.grants_study``, what DICOMweb
-  asks when the scope check fails).
+  asks when the scope check fails). An ``alert.critical`` without a study
+  (a health kiosk's vital signs) reaches the scope of its
+  ``source_organisation`` only.
 - ``consult.*`` and ``report.*``: whoever ``visible_to`` lets see the
   consult as it was when the event happened (the requesting side's scope,
   the assignee, the named specialist, pool or department members while it
@@ -124,7 +126,9 @@ class Audience:
     def _study_audience(self, data: dict[str, Any], members: Sequence[Member]) -> list[Member]:
         uid = str(data.get("study_instance_uid") or "")
         if not uid:
-            return []
+            # No study (a health kiosk's alert.critical): the source organisation's scope only.
+            source = str(data.get("source_organisation") or "")
+            return [m for m in members if source and m.principal.can_see(source)]
         source = str(data.get("source_organisation") or "") or self._owner(uid)
         inside = [m for m in members if source and m.principal.can_see(source)]
         outside = [m for m in members if not (source and m.principal.can_see(source))]

@@ -33,9 +33,12 @@ __all__ = [
     "ConsultHistoryRow",
     "ConsultRow",
     "DepartmentMemberRow",
+    "EcgMeasurementRow",
     "ForwardQueueEntry",
     "Instance",
     "InstanceVersion",
+    "KioskObservationRow",
+    "KioskPatientRow",
     "OrganisationRow",
     "Patient",
     "RefreshToken",
@@ -571,3 +574,101 @@ class ReferralHistoryRow(Base):
     from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     to_status: Mapped[str] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+
+
+# -- health kiosks (migration 0011) ------------------------------------------------
+
+
+class KioskPatientRow(Base):
+    """A villager measured by a kiosk, found again by the keyed hash of their resident ID number.
+
+    The number itself is only kept encrypted (Fernet) and masked; the hash
+    is an HMAC under a key derived from the service secret
+    (``device_adapters/kiosk/protection.py``). ``index_patient_pk`` links
+    the patient index entry with that PatientID in the measuring
+    organisation's scope, once one exists. The name is the latest a kiosk
+    read from the card.
+    """
+
+    __tablename__ = "kiosk_patients"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_key: Mapped[str] = mapped_column(String(32), unique=True)
+    resident_id_hmac: Mapped[str] = mapped_column(String(64), unique=True)
+    resident_id_encrypted: Mapped[str] = mapped_column(Text)
+    resident_id_masked: Mapped[str] = mapped_column(String(18))
+    organisation: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    birth_date: Mapped[str] = mapped_column(String(8))
+    sex: Mapped[str] = mapped_column(String(8))
+    index_patient_pk: Mapped[int | None] = mapped_column(ForeignKey("patients.pk"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class KioskObservationRow(Base):
+    """One kiosk measurement, in its canonical unit. Append-only (triggers, migration 0011).
+
+    A message delivered twice (MQTT QoS 1 is at least once) finds its row by
+    (device, time, kind) and is answered as a duplicate. Values are JSON
+    (component -> value), as the device reported them in ``reported_json``.
+    """
+
+    __tablename__ = "kiosk_observations"
+    __table_args__ = (
+        UniqueConstraint("device_id", "measured_at", "kind"),
+        Index("ix_kiosk_observations_patient_pk_measured_at", "patient_pk", "measured_at"),
+        Index("ix_kiosk_observations_organisation_measured_at", "organisation", "measured_at"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    observation_id: Mapped[str] = mapped_column(String(36), unique=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("kiosk_patients.pk"))
+    organisation: Mapped[str] = mapped_column(String(32))
+    device_id: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(String(16))
+    measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    result_json: Mapped[str] = mapped_column(Text)
+    unit: Mapped[str] = mapped_column(String(16))
+    context: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reported_json: Mapped[str] = mapped_column(Text)
+    alerts_json: Mapped[str] = mapped_column(Text)
+    sop_instance_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    study_instance_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+
+
+# -- ECG triage (migration 0012) --------------------------------------------------
+
+
+class EcgMeasurementRow(Base):
+    """What the ECG analyser made of one version of one stored ECG instance. Append-only (0012).
+
+    One row per (SOP instance, version), written once: ``analysed`` with the
+    measurements and the screen (JSON), ``not_analysable`` or ``failed``
+    with the reason. A positive screen's critical consult is made in the
+    same transaction (``consult_id``), so analysing an ECG twice cannot
+    make two; ``note`` says why none was made when no target could take it.
+    The unique key also serves the analyser's search for ECG instances
+    that have no row yet (an anti-join from ``instances``).
+    """
+
+    __tablename__ = "ecg_measurements"
+    __table_args__ = (UniqueConstraint("sop_instance_uid", "version"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID)
+    version: Mapped[int] = mapped_column(Integer)
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID)
+    source_organisation: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    algorithm: Mapped[str] = mapped_column(String(128))
+    measurements: Mapped[str | None] = mapped_column(Text, nullable=True)
+    screen: Mapped[str | None] = mapped_column(Text, nullable=True)
+    positive: Mapped[bool] = mapped_column(Boolean, default=False)
+    consult_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    note: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    analysed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
