@@ -88,7 +88,11 @@ class IndexResult:
     version: int
 
 
-def _bound(table: Any, *, exclude: tuple[str, ...] = ("pk",)) -> dict[str, Any]:
+# Columns the database fills itself: the key, and the counts its triggers keep (0013).
+_NOT_WRITTEN = ("pk", "number_of_series", "number_of_instances")
+
+
+def _bound(table: Any, *, exclude: tuple[str, ...] = _NOT_WRITTEN) -> dict[str, Any]:
     return {c.name: bindparam(c.name) for c in table.c if c.name not in exclude}
 
 

@@ -73,8 +73,6 @@ _instances = Instance.__table__
 # Aliases for the count subqueries, built once: an alias computes its column
 # collection on first use, which cost more than the SQL of a one-row C-FIND.
 _count_studies = _studies.alias("c_st")
-_count_series = _series.alias("c_se")
-_count_instances = _instances.alias("c_in")
 _modality_series = _series.alias("m_se")  # ModalitiesInStudy: the series of the matched study
 
 
@@ -309,15 +307,15 @@ def _condition(attribute: Attribute, value: str) -> ColumnElement[bool] | None:
 
 
 def _counts(level: Level, wanted: Iterable[str], organisations: Sequence[str] | None) -> list[Label[Any]]:
-    """Count subqueries over aliased tables, correlated to the outer row's keys.
+    """The counts asked for, as columns of the outer row.
 
-    Aliases keep the outer query's tables (which at lower levels include
-    series and instances themselves) from being correlated away.
+    A study's and a series' counts are columns the database's triggers keep
+    (migration 0013); a patient's are sums over the patient's studies the
+    caller may see, in subqueries over an aliased studies table (so that the
+    outer query's own studies table is not correlated away).
     """
     labels: list[Label[Any]] = []
-    st, se, ins = _count_studies, _count_series, _count_instances
-    series_of_study = se.join(st, se.c.study_pk == st.c.pk)
-    instances_of_study = ins.join(se, ins.c.series_pk == se.c.pk).join(st, se.c.study_pk == st.c.pk)
+    st = _count_studies
     for keyword in wanted:
         attribute = ATTRIBUTES.get(keyword)
         if (
@@ -327,19 +325,22 @@ def _counts(level: Level, wanted: Iterable[str], organisations: Sequence[str] | 
         ):
             continue
         if keyword == "NumberOfStudyRelatedSeries":
-            q = select(func.count()).select_from(se).where(se.c.study_pk == _studies.c.pk)
-        elif keyword == "NumberOfStudyRelatedInstances":
-            q = select(func.count()).select_from(ins.join(se, ins.c.series_pk == se.c.pk))
-            q = q.where(se.c.study_pk == _studies.c.pk)
-        elif keyword == "NumberOfSeriesRelatedInstances":
-            q = select(func.count()).select_from(ins).where(ins.c.series_pk == _series.c.pk)
-        elif keyword == "NumberOfPatientRelatedStudies":
-            q = select(func.count()).select_from(st).where(st.c.patient_pk == _patients.c.pk)
+            labels.append(_studies.c.number_of_series.label(keyword))
+            continue
+        if keyword == "NumberOfStudyRelatedInstances":
+            labels.append(_studies.c.number_of_instances.label(keyword))
+            continue
+        if keyword == "NumberOfSeriesRelatedInstances":
+            labels.append(_series.c.number_of_instances.label(keyword))
+            continue
+        if keyword == "NumberOfPatientRelatedStudies":
+            total: Any = func.count()
         elif keyword == "NumberOfPatientRelatedSeries":
-            q = select(func.count()).select_from(series_of_study).where(st.c.patient_pk == _patients.c.pk)
+            total = func.coalesce(func.sum(st.c.number_of_series), 0)
         else:  # NumberOfPatientRelatedInstances
-            q = select(func.count()).select_from(instances_of_study).where(st.c.patient_pk == _patients.c.pk)
-        if keyword.startswith("NumberOfPatientRelated") and organisations is not None:
+            total = func.coalesce(func.sum(st.c.number_of_instances), 0)
+        q = select(total).select_from(st).where(st.c.patient_pk == _patients.c.pk)
+        if organisations is not None:
             # A patient's counts include only the studies the caller may see.
             q = q.where(st.c.source_organisation.in_(organisations))
         labels.append(q.scalar_subquery().label(keyword))

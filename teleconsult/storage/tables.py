@@ -104,6 +104,9 @@ class Study(Base):
     specific_character_set: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Kept by the database's triggers (migration 0013), never written by the application.
+    number_of_series: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    number_of_instances: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class Series(Base):
@@ -120,6 +123,8 @@ class Series(Base):
     body_part_examined: Mapped[str] = mapped_column(String(16), default="")
     source_organisation: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Kept by the database's triggers (migration 0013), never written by the application.
+    number_of_instances: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class Instance(Base):
