@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from anyio import from_thread
-from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response, WebSocket, status
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response, WebSocket, status
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
@@ -237,6 +237,33 @@ def start_session(
     if not created:
         response.status_code = status.HTTP_200_OK
     return _public(session)
+
+
+@router.get(
+    "",
+    response_model=list[LiveSessionPublic],
+    summary="The running live session of a consult, if any (without starting one)",
+    description=(
+        "A list with the consult's running session (waiting or live), or an empty list when none "
+        "runs: how the other side learns that a live exam can be joined, since `POST` would start "
+        "one. A consult the caller may not see answers 404."
+    ),
+    responses={404: problem_response("No such consult, or not visible to the caller (the same answer)")},
+)
+def running_sessions(
+    consult_id: Annotated[str, Query(min_length=1, max_length=64, description="the consult (a UUID)")],
+    request: Request,
+    principal: PrincipalDep,
+    service: ConsultsDep,
+    hub: MediaDep,
+) -> list[LiveSessionPublic]:
+    with audited(request, principal, "live.read") as note:
+        consult = service.get(principal, consult_id)
+        note.consult(consult)
+        running = [s for s in from_thread.run_sync(hub.running) if s.consult_id == consult.consult_id]
+        names = ", ".join(session.session_id for session in running) or "none"
+        note.detail = f"running live sessions of consult {consult.consult_id}: {names}"
+    return [_public(session) for session in running]
 
 
 @router.get(

@@ -64,6 +64,31 @@ def test_start_read_and_end(served: Served) -> None:
     assert [r["actor"] for r in _audit(served, "live.end")] == ["sono1", "specialist"]
 
 
+def test_the_running_session_of_a_consult_is_found_without_starting_one(served: Served) -> None:
+    running = f"/api/live-sessions?consult_id={served.consult_id}"
+    assert served.call("GET", "specialist", running).json() == []
+    session = served.start_session()
+    for user in ("specialist", "sono1"):
+        found = served.call("GET", user, running)
+        assert found.status_code == 200, found.text
+        assert [(s["id"], s["status"]) for s in found.json()] == [(session["id"], "waiting")]
+    assert served.call("GET", "sono2", running).status_code == 404, "a consult the caller cannot see"
+    assert served.call("GET", "specialist", "/api/live-sessions?consult_id=nope").status_code == 404
+    assert served.call("GET", "specialist", "/api/live-sessions").status_code == 422
+    served.call("POST", "sono1", f"/api/live-sessions/{session['id']}/end")
+    assert served.call("GET", "specialist", running).json() == [], "an ended session is not running"
+    reads = _audit(served, "live.read")
+    assert {(r["actor"], r["outcome"]) for r in reads} == {
+        ("specialist", "success"),
+        ("sono1", "success"),
+        ("sono2", "denied"),
+        ("specialist", "failure"),  # the consult that does not exist
+    }
+    assert all(
+        r["study_instance_uid"] == served.study.StudyInstanceUID for r in reads if r["outcome"] == "success"
+    )
+
+
 def test_a_user_of_another_township_gets_404_everywhere(served: Served) -> None:
     session = served.start_session()
     base = f"/api/live-sessions/{session['id']}"

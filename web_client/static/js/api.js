@@ -84,6 +84,18 @@ export async function reportPdf(id) {
   return response.blob();
 }
 
+// -- live exams (docs/live.md) -----------------------------------------------------------
+
+const livePath = (id) => `api/live-sessions/${encodeURIComponent(id)}`;
+
+/** Start the consult's live exam, or get the running one (both answer the session). */
+export const startLiveSession = (consultId) => sendJson("POST", "api/live-sessions", { consult_id: consultId });
+/** The consult's running session, or null: asking does not start one. */
+export const runningLiveSession = async (consultId) => (await getJson(`api/live-sessions${query({ consult_id: consultId })}`))[0] ?? null;
+export const readLiveSession = (id) => getJson(livePath(id));
+export const endLiveSession = (id) => sendJson("POST", `${livePath(id)}/end`);
+export const liveSnapshot = (id) => sendJson("POST", `${livePath(id)}/snapshot`);
+
 // -- DICOMweb ----------------------------------------------------------------------------
 
 const DICOM_JSON = "application/dicom+json";

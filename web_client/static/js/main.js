@@ -5,6 +5,7 @@ import { renderBanner } from "./banner.js";
 import { renderConsultRequest } from "./consult-request.js";
 import { $, clear } from "./dom.js";
 import { language, loadLanguages, onLanguageChange, setLanguage, t } from "./i18n.js";
+import { hasLiveExam, LivePage } from "./live/page.js";
 import { Notifications } from "./notifications.js";
 import { ReportEditor } from "./report-editor.js";
 import * as session from "./session.js";
@@ -26,12 +27,19 @@ const ui = {
   banner: $("[data-role=banner]"),
   placeholder: $("[data-role=placeholder]"),
   tabs: $("[data-role=tabs]"),
+  liveTab: $("[data-tab=live]"),
+  panels: $("[data-role=panels]"),
   viewer: $("[data-role=viewer]"),
   report: $("[data-role=report]"),
+  liveExam: $("[data-role=live-exam]"),
 };
 
 const viewer = new StudyViewer(ui.viewer);
 let editor = null;
+const live = new LivePage(ui.liveExam, {
+  onSnapshot: (snapshot) => viewer.refreshSeries(snapshot.study_instance_uid).catch(() => {}),
+  onRunning: (running) => (ui.liveTab.dataset.running = String(running)),
+});
 const worklist = new Worklist($("[data-role=worklist]"), { onOpen: openRow, onAlert: showAlert });
 const notifications = new Notifications({
   token: () => session.currentAccessToken(),
@@ -74,6 +82,7 @@ function showUser() {
 async function startApp() {
   state.user = await api.me();
   editor = new ReportEditor(ui.report, { user: state.user, onConsultChanged: consultChanged });
+  live.setUser(state.user);
   ui.login.hidden = true;
   ui.workbench.hidden = false;
   ui.logout.hidden = false;
@@ -88,6 +97,7 @@ function stopApp() {
   notifications.stop();
   worklist.stop();
   viewer.close();
+  live.close();
   editor?.close();
   editor = null;
   state.user = null;
@@ -96,16 +106,19 @@ function stopApp() {
   clear(ui.banner);
   ui.tabs.hidden = true;
   ui.placeholder.hidden = false;
-  ui.viewer.hidden = true;
-  ui.report.hidden = true;
+  ui.liveTab.hidden = true;
+  for (const panel of ui.panels.children) panel.hidden = true;
 }
 
 function selectTab(tab) {
+  if (tab === "live" && ui.liveTab.hidden) tab = "images";
   state.tab = tab;
   for (const button of ui.tabs.querySelectorAll("[data-tab]")) button.setAttribute("aria-selected", String(button.dataset.tab === tab));
-  ui.viewer.hidden = tab !== "images";
-  ui.report.hidden = tab !== "report";
+  for (const panel of ui.panels.children) panel.hidden = panel.dataset.panel !== tab;
+  ui.panels.dataset.shown = tab;
 }
+// Looking at the live exam: its state now, not at the next poll.
+ui.liveTab.addEventListener("click", () => live.refresh());
 for (const button of ui.tabs.querySelectorAll("[data-tab]")) button.addEventListener("click", () => selectTab(button.dataset.tab));
 
 async function openRow(row) {
@@ -113,6 +126,11 @@ async function openRow(row) {
   state.consult = row.consult;
   ui.placeholder.hidden = true;
   ui.tabs.hidden = false;
+  // Opening another consult leaves the live exam (a sender can resume it); the same one keeps it.
+  const liveExam = hasLiveExam(state.user, row.consult);
+  ui.liveTab.hidden = !liveExam;
+  if (!liveExam) live.close();
+  else if (!live.showing(row.consult.id)) live.open(row.consult);
   selectTab(state.tab);
   renderBanner(ui.banner, row.study, row.consult);
   editor.close();
@@ -125,6 +143,7 @@ async function openRow(row) {
       api.readConsult(row.consult.id).then((consult) => {
         if (state.row !== row) return;
         state.consult = consult;
+        live.update(consult);
         return editor.open(consult);
       }),
     );
@@ -141,6 +160,7 @@ async function consultCreated(consult) {
 
 function consultChanged(consult) {
   state.consult = consult;
+  live.update(consult);
   worklist.refreshConsult(consult.id).catch(() => {});
 }
 

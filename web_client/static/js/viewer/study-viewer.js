@@ -28,6 +28,8 @@ export class StudyViewer {
 
   close() {
     this.generation++;
+    this.studyUid = null;
+    this.seriesUid = null;
     this.imageViewer?.destroy();
     this.imageViewer = null;
     this.ecgObserver?.disconnect();
@@ -68,21 +70,43 @@ export class StudyViewer {
       this.setStatus("viewer.no_series");
       return;
     }
+    this.showSeries(series);
+    const preferred = series.find((s) => !NOT_IMAGES.has(text(s, TAG.Modality))) ?? series[0];
+    await this.openSeries(text(preferred, TAG.SeriesInstanceUID));
+  }
+
+  showSeries(series) {
+    clear(this.seriesBar);
     for (const result of series) {
       const uid = text(result, TAG.SeriesInstanceUID);
       const label = [text(result, TAG.Modality), text(result, TAG.SeriesDescription), `(${number(result, TAG.NumberOfSeriesRelatedInstances, 0)})`]
         .filter(Boolean)
         .join(" ");
       this.seriesBar.append(
-        el("button", { type: "button", className: "series", text: label, dataset: { series: uid, modality: text(result, TAG.Modality) }, on: { click: () => this.openSeries(uid) } }),
+        el("button", {
+          type: "button",
+          className: "series",
+          text: label,
+          dataset: { series: uid, modality: text(result, TAG.Modality) },
+          attrs: { "aria-pressed": String(uid === this.seriesUid) },
+          on: { click: () => this.openSeries(uid) },
+        }),
       );
     }
-    const preferred = series.find((s) => !NOT_IMAGES.has(text(s, TAG.Modality))) ?? series[0];
-    await this.openSeries(text(preferred, TAG.SeriesInstanceUID));
+  }
+
+  /** List the study's series again (a frame was captured into it), keeping what is shown. */
+  async refreshSeries(studyUid) {
+    if (studyUid !== this.studyUid) return;
+    const series = await api.searchSeries(studyUid);
+    if (studyUid !== this.studyUid) return;
+    series.sort((a, b) => number(a, TAG.SeriesNumber, 0) - number(b, TAG.SeriesNumber, 0));
+    this.showSeries(series);
   }
 
   async openSeries(seriesUid) {
     const generation = ++this.generation;
+    this.seriesUid = seriesUid;
     for (const button of this.seriesBar.children) button.setAttribute("aria-pressed", String(button.dataset.series === seriesUid));
     clear(this.instanceBar);
     let instances;
