@@ -414,6 +414,15 @@ class Settings(BaseSettings):
             "start-up; new ECGs are analysed as they are stored)."
         ),
     )
+    ecg_triage_catch_up_hours: float = Field(
+        24.0,
+        gt=0,
+        description=(
+            "The analyser's look for ECGs without measurements takes only those received in the last this "
+            "many hours: an alert about an older tracing comes too late to act on, and a database that "
+            "predates the triage would otherwise flood the county with critical consults for its history."
+        ),
+    )
     ecg_triage_st_elevation_mv: float = Field(
         0.1, gt=0, le=1, description="ST elevation (mV; 0.1 mV = 1 mm) that counts in leads other than V2-V3."
     )

@@ -131,9 +131,17 @@ class EcgMeasurementStore:
         return [_record(row) for row in rows]
 
     def unanalysed(
-        self, sop_class_uids: Iterable[str], *, after: int = 0, limit: int = 100
+        self,
+        sop_class_uids: Iterable[str],
+        *,
+        after: int = 0,
+        limit: int = 100,
+        received_since: datetime | None = None,
     ) -> list[Unanalysed]:
-        """ECG instances whose current version has no row, in the order they were first indexed."""
+        """ECG instances whose current version has no row, in the order they were first indexed.
+
+        ``received_since``: only instances (versions) received at or after it.
+        """
         measured = _rows.alias("measured")
         stmt = (
             select(_instances.c.pk, _instances.c.sop_instance_uid)
@@ -152,5 +160,7 @@ class EcgMeasurementStore:
             .order_by(_instances.c.pk)
             .limit(limit)
         )
+        if received_since is not None:
+            stmt = stmt.where(_instances.c.received_at >= received_since)
         with reading(self.engine) as conn:
             return [Unanalysed(int(row.pk), row.sop_instance_uid) for row in conn.execute(stmt)]

@@ -9,9 +9,10 @@ Why it looks like this:
   bus through the relay, so every route in is heard here.
 - **Durable.** The row is the record that an ECG was analysed. When the
   thread starts (and every ``scan_seconds``) it pages through ECG instances
-  whose current version has no row (``EcgMeasurementStore.unanalysed``), so
-  an ECG stored while the analyser was down, or whose event was lost, is
-  still analysed. A transient failure (index or file unreachable) writes no
+  received in the last ``ecg_triage_catch_up_hours`` whose current version
+  has no row (``EcgMeasurementStore.unanalysed``), so an ECG stored while
+  the analyser was down, or whose event was lost, is still analysed (an
+  older one is not: its alert would come too late). A transient failure (index or file unreachable) writes no
   row and is tried again at the next scan; a record that cannot be measured
   gets a ``not_analysable`` row, an unexpected error a ``failed`` one, both
   with the reason.
@@ -41,7 +42,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from typing import Any
 
@@ -200,10 +201,17 @@ class EcgTriage:
             logger.exception("the ECG triage worker failed; it goes on with the next ECG")
 
     def scan(self) -> int:
-        """Queue every ECG instance whose current version has no row; returns how many."""
+        """Queue every recent ECG instance whose current version has no row; returns how many.
+
+        Recent: received within ``ecg_triage_catch_up_hours``. Older ones are
+        left alone: an alert about them would come too late, and an
+        installation that predates the triage would otherwise get a
+        critical consult for every abnormal ECG of its history.
+        """
         found, after = 0, 0
+        since = self.clock() - timedelta(hours=self.settings.ecg_triage_catch_up_hours)
         while not self._stopping.is_set():
-            page = self.records.unanalysed(ECG_SOP_CLASS_UIDS, after=after, limit=_PAGE)
+            page = self.records.unanalysed(ECG_SOP_CLASS_UIDS, after=after, limit=_PAGE, received_since=since)
             for item in page:
                 self.enqueue(item.sop_instance_uid)
             found += len(page)

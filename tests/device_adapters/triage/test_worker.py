@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
@@ -146,6 +147,30 @@ def test_ecgs_stored_while_the_analyser_was_down_are_analysed_when_it_starts(
         assert record is not None
         assert record.status is EcgMeasurementStatus.ANALYSED
     assert triage.records.unanalysed({stored[0].SOPClassUID}) == []
+
+
+def test_the_catch_up_leaves_ecgs_older_than_its_window_alone(
+    store: InstanceStore, triage: EcgTriage
+) -> None:
+    """An installation that predates the triage must not get critical consults for its history."""
+    old = store_ecg(
+        store, ecg_dataset(synthesise(st_offsets=inferior_stemi(0.25), sex="M"), patient_id="OLD")
+    )
+    recent = store_ecg(store, ecg_dataset(synthesise(heart_rate=72), patient_id="RECENT"))
+    hours = triage.settings.ecg_triage_catch_up_hours
+    with store.index.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE instances SET received_at = :then WHERE sop_instance_uid = :uid").bindparams(
+                then=triage.clock() - timedelta(hours=hours + 1), uid=old.SOPInstanceUID
+            )
+        )
+    assert triage.scan() == 1
+    triage.start()
+    assert triage.wait_idle(120)
+    assert triage.records.get(recent.SOPInstanceUID, 1) is not None
+    assert triage.records.get(old.SOPInstanceUID, 1) is None
+    with store.index.engine.connect() as conn:  # the old one, a STEMI pattern, opened no consult
+        assert conn.execute(text("SELECT count(*) FROM consults")).scalar_one() == 0
 
 
 def test_a_stored_event_wakes_the_running_analyser(store: InstanceStore, triage: EcgTriage) -> None:
