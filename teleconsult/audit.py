@@ -47,6 +47,7 @@ class Interface(StrEnum):
     WEBSOCKET = "websocket"
     CLI = "cli"
     MQTT = "mqtt"  # health kiosks publishing measurements (device_adapters/kiosk/mqtt.py)
+    INBOX = "inbox"  # files dropped in a watched folder (device_adapters/ecg/inbox.py)
 
 
 @dataclass(frozen=True, slots=True)

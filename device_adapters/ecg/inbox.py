@@ -24,6 +24,7 @@ it and stops it at shutdown. Run one watcher per inbox: two would race.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -36,6 +37,7 @@ from device_adapters.ecg.errors import EcgImportError, EcgTooLargeError
 from device_adapters.ecg.importer import EcgImporter, ImportedEcg
 from device_adapters.ecg.quarantine import Quarantine
 from device_adapters.ecg.wfdb_record import signal_file_names
+from teleconsult.audit import AuditEvent, AuditLog, AuditOutcome, Interface
 from teleconsult.config import Settings
 from teleconsult.errors import IndexUnavailableError, InvalidInstanceError, StorageFullError
 from teleconsult.storage.identity import IdentityStore
@@ -78,6 +80,7 @@ class EcgInbox:
         self.importer = EcgImporter(settings, store)
         self.quarantine = Quarantine(settings.quarantine_dir)
         self.identity = IdentityStore(store.index.engine)
+        self.audit = AuditLog(store.index.engine)
         self._clock = clock
         self._seen: dict[Path, _Seen] = {}
         self._stop = threading.Event()
@@ -228,7 +231,47 @@ class EcgInbox:
         if imported is not None:
             for path in present:
                 path.unlink(missing_ok=True)
+            stored = imported.stored
+            self._record(
+                source,
+                organisation,
+                AuditOutcome.SUCCESS,
+                f"{imported.source_format.label} stored {stored.sop_instance_uid} ({stored.outcome.value})",
+                study_instance_uid=stored.study_instance_uid,
+                patient_id=imported.patient_id,
+            )
             return InboxOutcome(relative, organisation, imported=imported)
         assert refusal is not None
         self.quarantine.move(present, reason=refusal, source=source, organisation=organisation)
+        self._record(source, organisation, AuditOutcome.FAILURE, f"quarantined: {refusal}"[:1000])
         return InboxOutcome(relative, organisation, reason=refusal)
+
+    def _record(
+        self,
+        source: str,
+        organisation: str | None,
+        outcome: AuditOutcome,
+        detail: str,
+        *,
+        study_instance_uid: str | None = None,
+        patient_id: str | None = None,
+    ) -> None:
+        """One audit row per file taken from the inbox: a write of patient data like any other.
+
+        The file is already stored (or quarantined) by now: a failed audit
+        write is logged loudly (by ``AuditLog``) and the inbox goes on.
+        """
+        with contextlib.suppress(Exception):
+            self.audit.record(
+                AuditEvent(
+                    action="instance.store",
+                    outcome=outcome,
+                    interface=Interface.INBOX,
+                    actor="ecg-inbox",
+                    actor_organisation=organisation,
+                    resource=source[:512],
+                    study_instance_uid=study_instance_uid,
+                    patient_id=patient_id,
+                    detail=detail,
+                )
+            )

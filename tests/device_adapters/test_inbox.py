@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from device_adapters.ecg.inbox import EcgInbox
+from teleconsult.audit import AuditLog
 from teleconsult.domain.studies import StudyQuery
 from teleconsult.errors import StorageFullError
 from teleconsult.storage.store import InstanceStore
@@ -233,3 +234,30 @@ def test_the_watcher_thread_imports_and_stops(
     finally:
         inbox.stop()
     assert inbox._thread is None
+
+
+def test_every_file_taken_is_audited(
+    make_inbox: MakeInbox, store: InstanceStore, leads: dict[str, np.ndarray]
+) -> None:
+    """An imported ECG is a write of patient data; a quarantined file is a refused one."""
+    inbox = make_inbox()
+    _drop(inbox, "TOWN01/cart.scp", write_scp(ScpSpec(leads=leads, patient_id="AUD1")))
+    _drop(inbox, "TOWN01/broken.csv", b"not,an\necg")
+    inbox.poll_once()
+    rows = {row["resource"]: row for row in AuditLog(store.index.engine).query(limit=10)}
+    stored = rows["ECG inbox TOWN01/cart.scp"]
+    assert (stored["action"], stored["outcome"], stored["interface"]) == (
+        "instance.store",
+        "success",
+        "inbox",
+    )
+    assert (stored["actor"], stored["actor_organisation"], stored["patient_id"]) == (
+        "ecg-inbox",
+        "TOWN01",
+        "AUD1",
+    )
+    (study,) = store.index.find_studies(StudyQuery(patient_id="AUD1"))
+    assert stored["study_instance_uid"] == study.study_instance_uid
+    refused = rows["ECG inbox TOWN01/broken.csv"]
+    assert (refused["outcome"], refused["interface"]) == ("failure", "inbox")
+    assert refused["detail"].startswith("quarantined: ")
