@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, settings
 from pynetdicom.transport import ThreadedAssociationServer
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from dicom_gateway.ae import start_gateway
 from teleconsult.config import Settings
@@ -210,3 +210,13 @@ def api(app_settings: Settings, store: InstanceStore) -> Iterator[ApiClient]:
         identity.add_user(username, PASSWORD, role, organisation)
     with TestClient(create_app(app_settings, store)) as client:
         yield ApiClient(client=client, store=store, settings=app_settings)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A bare engine on the test database, no schema: what the migration tests start from."""
+    engine = create_engine(normalise_database_url(database_url))
+    try:
+        yield engine
+    finally:
+        engine.dispose()

@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from teleconsult.storage.index import normalise_database_url
-from teleconsult.storage.migrate import alembic_config, upgrade
+from teleconsult.storage.migrate import upgrade
 from teleconsult.storage.tables import Base
+from tests.migrations import downgrade
 
 TABLES = {"kiosk_patients", "kiosk_observations"}
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(normalise_database_url(database_url))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _downgrade(engine: Engine, revision: str) -> None:
-    config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
 
 
 def _observations_are_append_only(engine: Engine) -> None:
@@ -66,7 +47,7 @@ def test_0011_upgrades_downgrades_and_upgrades_again(engine: Engine) -> None:
     upgrade(engine, "0011")
     assert set(inspect(engine).get_table_names()) >= TABLES
     _observations_are_append_only(engine)
-    _downgrade(engine, "0010")
+    downgrade(engine, "0010")
     assert not TABLES & set(inspect(engine).get_table_names())
     upgrade(engine, "0011")
     _observations_are_append_only(engine)

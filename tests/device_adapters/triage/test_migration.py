@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, inspect, select
+from sqlalchemy import Engine, inspect, select
 
 from device_adapters.ecg.triage import ECG_SOP_CLASS_UIDS
 from teleconsult.storage.ecg_measurements import EcgMeasurementStore
-from teleconsult.storage.index import normalise_database_url
-from teleconsult.storage.migrate import alembic_config, upgrade
+from teleconsult.storage.migrate import upgrade
 from teleconsult.storage.tables import Base, EcgMeasurementRow, Instance
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(normalise_database_url(database_url))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _downgrade(engine: Engine, revision: str) -> None:
-    config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
+from tests.migrations import downgrade
 
 
 def test_0012_makes_the_table_as_declared_and_goes_down_and_up_again(engine: Engine) -> None:
@@ -38,7 +18,7 @@ def test_0012_makes_the_table_as_declared_and_goes_down_and_up_again(engine: Eng
     with engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert [diff for diff in diffs if "ecg_measurements" in repr(diff)] == []
-    _downgrade(engine, "0011")
+    downgrade(engine, "0011")
     assert "ecg_measurements" not in inspect(engine).get_table_names()
     upgrade(engine)
     assert "ecg_measurements" in inspect(engine).get_table_names()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from alembic import command
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from teleconsult.storage.index import normalise_database_url
-from teleconsult.storage.migrate import alembic_config, upgrade
+from teleconsult.storage.migrate import upgrade
+from tests.migrations import downgrade
 
 TABLES = {
     "consults",
@@ -20,22 +17,6 @@ TABLES = {
     "report_signatures",
     "signing_keys",
 }
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(normalise_database_url(database_url))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _downgrade(engine: Engine, revision: str) -> None:
-    config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
 
 
 def _tables(engine: Engine) -> set[str]:
@@ -73,7 +54,7 @@ def test_0007_upgrades_downgrades_and_upgrades_again(engine: Engine) -> None:
     assert _tables(engine) >= TABLES
     _append_only_holds(engine)
 
-    _downgrade(engine, "0006")
+    downgrade(engine, "0006")
     assert not TABLES & _tables(engine)
     assert "audit_events" in _tables(engine)
 

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from alembic import command
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from teleconsult.storage.index import normalise_database_url
-from teleconsult.storage.migrate import alembic_config, upgrade
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(normalise_database_url(database_url))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _downgrade(engine: Engine, revision: str) -> None:
-    config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
+from teleconsult.storage.migrate import upgrade
+from tests.migrations import downgrade
 
 
 def _insert_output(engine: Engine, version: int) -> None:
@@ -64,7 +45,7 @@ def test_0008_upgrades_downgrades_and_upgrades_again(engine: Engine) -> None:
         _insert_output(engine, 2)
     _insert_output(engine, 3)
 
-    _downgrade(engine, "0007")
+    downgrade(engine, "0007")
     assert "report_outputs" not in inspect(engine).get_table_names()
     assert "report_versions" in inspect(engine).get_table_names()
     upgrade(engine)

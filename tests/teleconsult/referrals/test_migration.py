@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from teleconsult.storage.index import normalise_database_url
-from teleconsult.storage.migrate import alembic_config, upgrade
+from teleconsult.storage.migrate import upgrade
 from teleconsult.storage.tables import Base
+from tests.migrations import downgrade
 
 TABLES = {"referrals", "referral_history"}
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(normalise_database_url(database_url))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _downgrade(engine: Engine, revision: str) -> None:
-    config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
 
 
 def _tables(engine: Engine) -> set[str]:
@@ -85,7 +66,7 @@ def test_0010_upgrades_downgrades_and_upgrades_again(engine: Engine) -> None:
     assert _tables(engine) >= TABLES
     _history_is_append_only(engine)
 
-    _downgrade(engine, "0009")
+    downgrade(engine, "0009")
     assert _revision(engine) == "0009"
     assert not TABLES & _tables(engine)
     assert "consults" in _tables(engine)

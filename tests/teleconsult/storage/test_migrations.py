@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from alembic import command
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine
 
-from teleconsult.storage.index import normalise_database_url
 from teleconsult.storage.matching import build_query
-from teleconsult.storage.migrate import alembic_config, upgrade
+from teleconsult.storage.migrate import upgrade
+from tests.migrations import downgrade
 
 NAME_INDEXES = {
     "ix_patients_patient_name_alphabetic_ci",
     "ix_patients_patient_name_ideographic_ci",
     "ix_patients_patient_name_phonetic_ci",
 }
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(normalise_database_url(database_url))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _downgrade(engine: Engine, revision: str) -> None:
-    """As ``migrate.upgrade`` runs upgrades: one transaction, the connection handed to Alembic."""
-    config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
 
 
 def _revision(connection: Connection) -> str:
@@ -61,7 +41,7 @@ def test_0006_upgrades_downgrades_and_upgrades_again(engine: Engine) -> None:
         assert _revision(conn) == "0006"
         assert _patient_indexes(conn) >= NAME_INDEXES
 
-    _downgrade(engine, "0005")
+    downgrade(engine, "0005")
     with engine.connect() as conn:
         assert _revision(conn) == "0005"
         indexes = _patient_indexes(conn)
@@ -105,7 +85,7 @@ def _study_indexes(connection: Connection) -> set[str]:
     return {str(name) for name in connection.exec_driver_sql(sql).scalars()}
 
 
-def test_0009_drops_the_unused_indexes_and_gives_them_back_on_downgrade(engine: Engine) -> None:
+def test_0009_drops_the_unused_indexes_and_gives_them_back_ondowngrade(engine: Engine) -> None:
     upgrade(engine, "0008")
     with engine.connect() as conn:
         assert _patient_indexes(conn) >= UNUSED_WRITE_INDEXES | NAME_INDEXES
@@ -118,7 +98,7 @@ def test_0009_drops_the_unused_indexes_and_gives_them_back_on_downgrade(engine: 
         assert patient_indexes >= NAME_INDEXES  # the ones name matching uses stay
         assert "ix_studies_updated_at" not in _study_indexes(conn)
         assert "ix_studies_study_date" in _study_indexes(conn)
-    _downgrade(engine, "0008")
+    downgrade(engine, "0008")
     with engine.connect() as conn:
         assert _patient_indexes(conn) >= UNUSED_WRITE_INDEXES
         assert "ix_studies_updated_at" in _study_indexes(conn)

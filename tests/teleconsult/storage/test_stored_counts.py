@@ -17,7 +17,7 @@ from teleconsult.storage.matching import Level
 from teleconsult.storage.migrate import upgrade
 from teleconsult.storage.store import InstanceStore
 from tests.factories import encode, make_image
-from tests.teleconsult.storage.test_migrations import _downgrade
+from tests.migrations import downgrade
 
 _US = "1.2.840.10008.1.2.1"
 
@@ -99,7 +99,7 @@ def test_rows_stored_before_the_migration_are_counted(app_settings: Settings) ->
     store.open()
     try:
         engine = store.index.engine
-        _downgrade(engine, "0012")
+        downgrade(engine, "0012")
         study = generate_uid()
         series = generate_uid()
         for _ in range(3):
