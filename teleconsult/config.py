@@ -363,14 +363,20 @@ class Settings(BaseSettings):
         ),
     )
     ecg_inbox_poll_seconds: float = Field(
-        2.0, ge=0, description="How often serve looks into the ECG inbox (0 = the inbox is not watched)."
+        2.0,
+        ge=0,
+        description=(
+            "How often serve reads the ECG inbox, besides when a file event wakes it (0 = the inbox is "
+            "not watched)."
+        ),
     )
     ecg_inbox_settle_seconds: float = Field(
         2.0,
         ge=0,
         description=(
-            "A dropped ECG file is taken once its size and modification time have not changed for this "
-            "long (files named *.part are never taken: write NAME.part, then rename it)."
+            "A dropped ECG file that no file event reported complete (closed by its writer, renamed in) "
+            "is taken once its size and modification time have not changed for this long (files named "
+            "*.part are never taken: write NAME.part, then rename it)."
         ),
     )
     ecg_inbox_incomplete_seconds: float = Field(

@@ -101,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_end_to_end(Path(work), args.files)
     latencies = result.latencies_ms
     print("(c) ECG file renamed into the drop folder -> alert.critical at the county specialist's socket")
-    print(f"    settings: {', '.join(f'{k}={v}' for k, v in INBOX_SETTINGS.items())}")
+    changed = ", ".join(f"{k}={v}" for k, v in INBOX_SETTINGS.items())
+    print(f"    settings: {changed or 'the defaults (inbox poll 2 s, settle 2 s, file events on)'}")
     ok = bool(latencies) and result.missing == 0
     if latencies:
         p95 = percentile(latencies, 95)

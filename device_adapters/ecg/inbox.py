@@ -8,8 +8,10 @@ Rules (docs/devices.md):
   that is no organisation's code, it is quarantined.
 - A file is taken once complete: names ending ``.part`` or starting with a
   dot are never taken (write ``x.scp.part``, then rename it to ``x.scp``),
-  and any other file only once its size and modification time have stayed
-  the same for ``TELECONSULT_ECG_INBOX_SETTLE_SECONDS``.
+  and any other file once the operating system reports it closed after
+  writing or renamed in (``file_events``: local disks), else once its size
+  and modification time have stayed the same for
+  ``TELECONSULT_ECG_INBOX_SETTLE_SECONDS``.
 - A WFDB header is taken with the signal files it names, once all are
   complete; a header still missing one, or a signal file no header names,
   is quarantined after ``TELECONSULT_ECG_INBOX_INCOMPLETE_SECONDS``.
@@ -18,8 +20,10 @@ Rules (docs/devices.md):
   If the store is full or the index unreachable, files stay and are tried
   again at the next look.
 
-One thread polls (no inotify, so network shares work too); ``serve`` starts
-it and stops it at shutdown. Run one watcher per inbox: two would race.
+One thread looks into the inbox when a file event wakes it and at least
+every ``TELECONSULT_ECG_INBOX_POLL_SECONDS`` (network shares send no
+events); ``serve`` starts it and stops it at shutdown. Run one watcher per
+inbox: two would race.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device_adapters.ecg.errors import EcgImportError, EcgTooLargeError
+from device_adapters.ecg.file_events import CompletedFiles
 from device_adapters.ecg.importer import EcgImporter, ImportedEcg
 from device_adapters.ecg.quarantine import Quarantine
 from device_adapters.ecg.wfdb_record import signal_file_names
@@ -85,18 +90,26 @@ class EcgInbox:
         self._seen: dict[Path, _Seen] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._completed = CompletedFiles(self.root)
 
     # -- the thread ----------------------------------------------------------
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self._stop.clear()
+        events = self._completed.start()
         self._thread = threading.Thread(target=self._run, name="ecg-inbox", daemon=True)
         self._thread.start()
-        logger.info("watching the ECG inbox %s every %gs", self.root, self.settings.ecg_inbox_poll_seconds)
+        logger.info(
+            "watching the ECG inbox %s %severy %gs",
+            self.root,
+            "on file events and " if events else "",
+            self.settings.ecg_inbox_poll_seconds,
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
+        self._completed.stop()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -107,7 +120,9 @@ class EcgInbox:
                 self.poll_once()
             except Exception:  # a look that failed must not end the watching
                 logger.exception("looking into the ECG inbox %s failed", self.root)
-            self._stop.wait(self.settings.ecg_inbox_poll_seconds)
+            # cleared before waiting: an event during the look above wakes the next one at once
+            self._completed.wake.wait(self.settings.ecg_inbox_poll_seconds)
+            self._completed.wake.clear()
 
     # -- one look -------------------------------------------------------------
 
@@ -136,6 +151,7 @@ class EcgInbox:
         current: dict[Path, _Seen] = {}
         if not self.root.is_dir():
             return [], []
+        remembered = self._completed.remembered()  # before the walk: later events are for files it may miss
         for directory, folders, files in os.walk(self.root):
             folders[:] = sorted(name for name in folders if not name.startswith("."))
             for name in files:
@@ -147,13 +163,17 @@ class EcgInbox:
                 except FileNotFoundError:
                     continue
                 relative = path.relative_to(self.root)
+                state = (stat.st_size, stat.st_mtime_ns)
                 seen = self._seen.get(relative)
-                if seen is None or (seen.size, seen.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+                if seen is None or (seen.size, seen.mtime_ns) != state:
                     seen = _Seen(stat.st_size, stat.st_mtime_ns, now)
                 current[relative] = seen
-                (settled if now - seen.since >= self.settings.ecg_inbox_settle_seconds else waiting).append(
-                    relative
-                )
+                finished = self._completed.state(relative) == state
+                if finished or now - seen.since >= self.settings.ecg_inbox_settle_seconds:
+                    settled.append(relative)
+                else:
+                    waiting.append(relative)
+        self._completed.forget(remembered - set(current))
         self._seen = current
         return settled, waiting
 
