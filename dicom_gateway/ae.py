@@ -20,6 +20,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
+from dicom_gateway.association_metrics import association_metric_handlers
 from dicom_gateway.audit import DicomAuditor
 from dicom_gateway.handlers.commitment import STORAGE_COMMITMENT_PUSH_MODEL, handle_n_action
 from dicom_gateway.handlers.echo import handle_echo
@@ -223,6 +224,7 @@ def start_gateway(
         (evt.EVT_C_GET, handle_get, [context]),
         (evt.EVT_N_ACTION, handle_n_action, [context]),
         *DicomAuditor(context).handlers(),  # notification handlers only: who asked for what
+        *association_metric_handlers(),
     ]
     address = (
         host if host is not None else settings.dicom_host,

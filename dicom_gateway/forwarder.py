@@ -38,6 +38,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from dicom_gateway.sockets import RequestorAE, set_no_delay
+from teleconsult import metrics
 from teleconsult.config import DicomPeer, Settings
 from teleconsult.errors import TeleconsultError
 from teleconsult.storage.outbox import ForwardEntry
@@ -226,6 +227,10 @@ class _Acknowledgements:
         outbox.touch(self._worker)
         self._last_flush = time.monotonic()
         self._forwarder._count(sent=len(sent), failures=len(failed), gave_up=gave_up)
+        if sent:
+            metrics.FORWARDS.labels("sent").inc(len(sent))
+        if failed:
+            metrics.FORWARDS.labels("failed").inc(len(failed))
         if gave_up:
             logger.error("%d forward rows failed for good after their last attempt", gave_up)
 

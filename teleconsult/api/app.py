@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import FastAPI, Response
-from sqlalchemy import text
+from fastapi import FastAPI
 
 from teleconsult import __version__
-from teleconsult import metrics as service_metrics
+from teleconsult.api import operations
 from teleconsult.api.openapi import install_openapi
 from teleconsult.api.problems import install_problem_handlers
 from teleconsult.api.routes import audit as audit_routes
@@ -34,8 +31,6 @@ from teleconsult.api.routes import wado as dicomweb_wado
 from teleconsult.api.web_client import mount_web_client
 from teleconsult.audit import AuditLog
 from teleconsult.config import Settings
-from teleconsult.errors import IndexUnavailableError
-from teleconsult.metrics import CONTENT_TYPE_LATEST
 from teleconsult.security import load_secret_key
 from teleconsult.storage.identity import IdentityStore
 from teleconsult.storage.store import InstanceStore
@@ -74,25 +69,7 @@ def create_app(settings: Settings, store: InstanceStore) -> FastAPI:
     app.include_router(kiosk_routes.router)
     app.include_router(fhir_kiosk.router)
     app.include_router(live_routes.router)
-
-    @app.get("/healthz", tags=["operations"], summary="Liveness and index reachability")
-    def healthz() -> dict[str, Any]:
-        try:
-            with store.index.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except Exception as exc:
-            raise IndexUnavailableError("the index cannot be reached") from exc
-        return {"status": "ok", "version": __version__}
-
-    @app.get(
-        "/metrics",
-        tags=["operations"],
-        summary="Prometheus metrics",
-        response_class=Response,
-        responses={200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {}}}},
-    )
-    def metrics() -> Response:
-        return Response(service_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    app.include_router(operations.router)
 
     # Last: the browser app at /, never in front of a route above (or one added later).
     mount_web_client(app)

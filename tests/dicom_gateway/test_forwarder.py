@@ -12,6 +12,7 @@ from io import BytesIO
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLosslessSV1, generate_uid
@@ -148,6 +149,11 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -
         time.sleep(0.02)
 
 
+def _attempts(outcome: str) -> float:
+    """``teleconsult_forward_attempts_total`` for ``outcome`` in this process."""
+    return REGISTRY.get_sample_value("teleconsult_forward_attempts_total", {"outcome": outcome}) or 0.0
+
+
 def test_each_study_goes_over_one_association_with_its_bytes_unchanged(
     start_pacs: Callable[..., FakePacs], open_store: Callable[..., InstanceStore]
 ) -> None:
@@ -193,8 +199,11 @@ def test_warning_counts_as_sent_and_a_failure_is_retried_with_its_reason(
         _put(store, encode(ds))
     before = datetime.now(UTC)
 
+    sent_before, failed_before = _attempts("sent"), _attempts("failed")
+
     Forwarder(store.settings, store).run_once()
 
+    assert (_attempts("sent") - sent_before, _attempts("failed") - failed_before) == (2, 1)
     by_uid = {e.sop_instance_uid: e for e in store.outbox.list_entries()}
     assert by_uid[coerced.SOPInstanceUID].status is ForwardStatus.SENT
     assert by_uid[fine.SOPInstanceUID].status is ForwardStatus.SENT

@@ -77,6 +77,16 @@ def test_serve_store_find(tmp_path: Path) -> None:
 
         metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=5).text
         assert 'teleconsult_instances_stored_total{outcome="stored"} 1.0' in metrics
+        assert 'teleconsult_dicom_associations_total{outcome="accepted"} 1.0' in metrics
+        assert 'teleconsult_events_total{type="instance.stored"} 1.0' in metrics
+        # the association is counted open until its connection closes, in whichever process took it
+        deadline = time.monotonic() + 10
+        while "teleconsult_dicom_associations_active 0.0" not in metrics and time.monotonic() < deadline:
+            time.sleep(0.1)
+            metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=5).text
+        assert "teleconsult_dicom_associations_active 0.0" in metrics
+        ready = httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text
     finally:
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=30)
