@@ -98,6 +98,15 @@ def _parser() -> argparse.ArgumentParser:
     store_commands = store.add_subparsers(dest="store_command", metavar="ACTION", required=True)
     store_commands.add_parser("check", help="verify every indexed file against its SHA-256")
 
+    backup = commands.add_parser(
+        "backup", help="copy the index and the files it names into a directory (while serve runs)"
+    )
+    backup.add_argument(
+        "destination", type=Path, help="backup directory; a second backup into it copies only new files"
+    )
+    restore = commands.add_parser("restore", help="put a backup into an empty data directory and database")
+    restore.add_argument("source", type=Path, help="a directory written by teleconsult backup")
+
     forward = commands.add_parser("forward", help="the forwarding queue (C-STORE to PACS)")
     forward_commands = forward.add_subparsers(dest="forward_command", metavar="ACTION", required=True)
     forward_list = forward_commands.add_parser("list", help="queue rows and their state, newest first")
@@ -344,6 +353,31 @@ def _check(settings: Settings) -> int:
     return 1 if bad else 0
 
 
+def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    from teleconsult.backup import backup
+
+    summary = backup(settings, args.destination)
+    print(
+        f"backed up {summary.studies} studies, {summary.instances} instances ({summary.database} index at "
+        f"revision {summary.schema_revision}) to {args.destination}: {summary.files_copied} files copied "
+        f"({summary.bytes_copied} bytes), {summary.files_already_there} already there"
+    )
+    return 0
+
+
+def _restore(settings: Settings, args: argparse.Namespace) -> int:
+    from teleconsult.backup import restore
+
+    manifest = restore(settings, args.source)
+    # a backup of an older version is brought to this version's schema
+    _open_store(settings.model_copy(update={"database_auto_migrate": True})).close()
+    print(
+        f"restored {manifest.get('studies')} studies, {manifest.get('instances')} instances from the "
+        f"backup of {manifest.get('created_at')} into {settings.data_dir}"
+    )
+    return 0
+
+
 def _kiosk(settings: Settings, args: argparse.Namespace) -> int:
     """Kiosk tokens derive from the service secret: the same one ``serve`` uses (settings or data dir)."""
     from device_adapters.kiosk.devices import KioskRegistry
@@ -570,6 +604,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export(settings, args)
         if args.command == "store":
             return _check(settings)
+        if args.command == "backup":
+            return _backup(settings, args)
+        if args.command == "restore":
+            return _restore(settings, args)
         if args.command == "forward":
             return _forward(settings, args)
         if args.command in ("org", "user"):
