@@ -3,20 +3,30 @@
 Association policy (who may connect) lives in one function,
 ``_handle_requested``: unknown calling AE titles are rejected with
 A-ASSOCIATE-RJ "calling AE title not recognised" unless open mode is set, and
-a called AE title other than ours is rejected too. Over the association limit
-pynetdicom answers "local limit exceeded" (transient), so a device retries.
+a called AE title other than ours is rejected too. Over DICOM TLS the calling
+AE title must also be proved by the client certificate (``dicom_gateway.tls``),
+and a peer configured for TLS is refused on the plain port, with the same
+rejection. Over the association limit pynetdicom answers "local limit
+exceeded" (transient), so a device retries.
+
+The TLS listener (``start_gateway(..., tls=True)``) is a second server of its
+own AE on ``TELECONSULT_DICOM_TLS_PORT``; its handshakes run on each
+connection's own thread, so a client that never completes one holds up no one.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pynetdicom import AE, _config, evt
+from pynetdicom import _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,12 +39,20 @@ from dicom_gateway.handlers.move import handle_move
 from dicom_gateway.handlers.store import handle_store
 from dicom_gateway.handlers.worklist import MODALITY_WORKLIST_FIND, dispatch_find
 from dicom_gateway.query import QUERY_RETRIEVE_SOP_CLASSES
-from dicom_gateway.sockets import set_no_delay
+from dicom_gateway.sockets import RequestorAE, set_no_delay
 from dicom_gateway.sop_classes import (
     STORAGE_SOP_CLASSES,
     TRANSFER_SYNTAXES,
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
+)
+from dicom_gateway.tls import (
+    ClientTls,
+    certificate_of,
+    handshake,
+    identity_mismatch,
+    peers_proved_by,
+    server_context,
 )
 from teleconsult.config import Settings
 from teleconsult.domain.identity import descendants
@@ -67,6 +85,25 @@ class GatewayContext:
     scope_cache_seconds: float = 30.0
     _tree: tuple[float, dict[str, str | None]] | None = field(default=None, init=False, repr=False)
     _tree_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # Why the policy refused an association, for its audit row.
+    _refusals: weakref.WeakKeyDictionary[Any, str] = field(
+        default_factory=weakref.WeakKeyDictionary, init=False, repr=False
+    )
+    _refusals_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # TLS for associations the handlers open (C-MOVE, storage commitment reports).
+    client_tls: ClientTls = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.client_tls = ClientTls(self.settings)
+
+    def note_refusal(self, assoc: Any, reason: str) -> None:
+        with self._refusals_lock:
+            self._refusals[assoc] = reason
+
+    def refusal_reason(self, assoc: Any) -> str | None:
+        """Why ``_handle_requested`` refused ``assoc`` (once), if it gave a reason beyond the diagnostic."""
+        with self._refusals_lock:
+            return self._refusals.pop(assoc, None)
 
     def query_scope(self, calling_ae_title: str) -> list[str]:
         """Organisations whose studies a peer may query and retrieve.
@@ -117,6 +154,41 @@ def _reject(assoc: Any, diagnostic: int) -> None:
     assoc.kill()
 
 
+def _tls_refusal(event: Event, context: GatewayContext, calling: str) -> str | None:
+    """Why the transport does not let ``calling`` in, or None.
+
+    Over TLS a configured peer's AE title is taken only with that peer's
+    certificate; without TLS a peer configured for TLS is not taken at all.
+    """
+    settings = context.settings
+    peer = settings.peer(calling)
+    if peer is None:
+        return None  # unknown AE titles: the open-mode rule decides, as on the plain port
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if not isinstance(sock, ssl.SSLSocket):
+        if peer.tls:
+            return (
+                f'peer {calling} is configured for DICOM TLS ("tls": true) and must connect to the TLS '
+                "port, not the plain one"
+            )
+        return None
+    certificate = certificate_of(sock)
+    if certificate is None:
+        return "no client certificate on the TLS connection"
+    mismatch = identity_mismatch(peer, certificate)
+    if mismatch is None:
+        return None
+    reason = (
+        f"TLS certificate ({certificate.describe()}) does not prove calling AE title {calling}: {mismatch}"
+    )
+    owners = [p for p in peers_proved_by(settings.dicom_peers, certificate) if p.ae_title != calling]
+    if owners:
+        reason += "; it is the certificate of " + ", ".join(
+            f"peer {p.ae_title} (organisation {p.organisation})" for p in owners
+        )
+    return reason
+
+
 def _handle_requested(event: Event, context: GatewayContext) -> None:
     assoc = event.assoc
     primitive = assoc.requestor.primitive
@@ -138,10 +210,52 @@ def _handle_requested(event: Event, context: GatewayContext) -> None:
         )
         _reject(assoc, _CALLING_AE_NOT_RECOGNISED)
         return
-    logger.info("association requested by %s (%s)", calling, address)
+    refusal = _tls_refusal(event, context, calling)
+    if refusal is not None:
+        logger.warning("rejected association from %s (%s): %s", calling, address, refusal)
+        context.note_refusal(assoc, refusal)
+        _reject(assoc, _CALLING_AE_NOT_RECOGNISED)
+        return
+    sock = getattr(assoc.dul.socket, "socket", None)
+    certificate = certificate_of(sock)
+    over_tls = ""
+    if isinstance(sock, ssl.SSLSocket) and certificate is not None:
+        cipher = sock.cipher()
+        over_tls = (
+            f" over {sock.version()} {cipher[0] if cipher else ''}, certificate {certificate.describe()}"
+        )
+    logger.info("association requested by %s (%s)%s", calling, address, over_tls)
 
 
-class _SharedPortServer(ThreadedAssociationServer):
+class _GatewayServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, with TLS handshakes off the accepting thread.
+
+    pynetdicom completes each handshake inside ``accept``: one client that
+    connects and stays silent would stop every other connection. Here the
+    accepting thread only wraps the socket; the handshake runs on the
+    connection's own thread, within the ACSE timeout, and a failed one is
+    logged and audited (``GatewayAE.tls_refused``) before the socket closes.
+    """
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        if self.ssl_context is None:
+            return super().get_request()
+        assert self.socket is not None
+        client_socket, address = self.socket.accept()
+        wrapped = self.ssl_context.wrap_socket(client_socket, server_side=True, do_handshake_on_connect=False)
+        return wrapped, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            address = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+            timeout = self.ae.acse_timeout or 30.0
+            if not handshake(request, timeout, address, getattr(self.ae, "tls_refused", None)):
+                self.shutdown_request(request)
+                return
+        super().process_request_thread(request, client_address)
+
+
+class _SharedPortServer(_GatewayServer):
     """A server whose port other gateway processes bind too (SO_REUSEPORT).
 
     The kernel spreads new connections over every process listening on the
@@ -153,14 +267,18 @@ class _SharedPortServer(ThreadedAssociationServer):
         super().server_bind()
 
 
-class GatewayAE(AE):
-    """pynetdicom's AE, optionally listening on a port shared with other processes."""
+class GatewayAE(RequestorAE):
+    """pynetdicom's AE, optionally listening on a port shared with other processes.
+
+    A ``RequestorAE``: the C-MOVE sub-associations it opens never leak sockets.
+    """
 
     share_port = False
+    # Called with (address, reason) for a TLS connection refused before any DICOM.
+    tls_refused: Callable[[str, str], None] | None = None
 
     def make_server(self, *args: Any, **kwargs: Any) -> Any:
-        if self.share_port:
-            kwargs["server_class"] = _SharedPortServer
+        kwargs["server_class"] = _SharedPortServer if self.share_port else _GatewayServer
         return super().make_server(*args, **kwargs)
 
 
@@ -205,15 +323,30 @@ def start_gateway(
     host: str | None = None,
     port: int | None = None,
     share_port: bool = False,
+    tls: bool = False,
 ) -> ThreadedAssociationServer:
     """Start the DICOM server in its own threads; stop it with ``.shutdown()``.
 
     ``share_port`` lets other gateway processes listen on the same port
-    (``dicom_gateway.workers``).
+    (``dicom_gateway.workers``). ``tls`` starts the DICOM TLS listener
+    instead (port ``dicom_tls_port`` unless ``port`` is given).
+
+    Raises
+    ------
+    TeleconsultError
+        A certificate, key or CA file cannot be used.
     """
+    if port is None:
+        port = settings.dicom_tls_port if tls else settings.dicom_port
+        if port is None:
+            raise ValueError("start_gateway(tls=True) needs a port: TELECONSULT_DICOM_TLS_PORT is unset")
     context = GatewayContext(settings=settings, store=store)
+    context.client_tls.check()  # TLS peers: unusable certificate files stop start-up
+    ssl_context = server_context(settings) if tls else None
     ae = build_ae(settings)
     ae.share_port = share_port
+    auditor = DicomAuditor(context)
+    ae.tls_refused = auditor.record_tls_refusal
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, set_no_delay),
         (evt.EVT_REQUESTED, _handle_requested, [context]),
@@ -223,20 +356,18 @@ def start_gateway(
         (evt.EVT_C_MOVE, handle_move, [context]),
         (evt.EVT_C_GET, handle_get, [context]),
         (evt.EVT_N_ACTION, handle_n_action, [context]),
-        *DicomAuditor(context).handlers(),  # notification handlers only: who asked for what
+        *auditor.handlers(),  # notification handlers only: who asked for what
         *association_metric_handlers(),
     ]
-    address = (
-        host if host is not None else settings.dicom_host,
-        settings.dicom_port if port is None else port,
-    )
-    server = ae.start_server(address, block=False, evt_handlers=handlers)
+    address = (host if host is not None else settings.dicom_host, port)
+    server = ae.start_server(address, block=False, evt_handlers=handlers, ssl_context=ssl_context)
     assert isinstance(server, ThreadedAssociationServer)
     logger.info(
-        "DICOM gateway %s listening on %s:%d (%d peers, %s)",
+        "DICOM gateway %s listening on %s:%d%s (%d peers, %s)",
         settings.ae_title,
         server.server_address[0],
         server.server_address[1],
+        " with DICOM TLS (client certificates required)" if tls else "",
         len(settings.dicom_peers),
         "open mode: unknown AE titles accepted"
         if settings.dicom_accept_unknown

@@ -8,7 +8,10 @@ fails is logged loudly but never changes the status a peer receives.
 What is written, one row each (``teleconsult.audit``):
 
 - a refused association (``association``, DENIED; FAILURE when over the
-  association limit);
+  association limit), with the policy's reason (a TLS certificate that is
+  not the calling peer's, a TLS peer on the plain port), and a TLS
+  connection refused in its handshake (an untrusted or missing client
+  certificate), before any DICOM (actor ``anonymous``, resource ``TLS``);
 - a C-FIND, with its last response (``query``; level, number of matches
   and the matching keys);
 - a C-MOVE or C-GET, with its last response (``retrieve``; the studies in
@@ -255,8 +258,14 @@ class DicomAuditor:
         reason = _DIAGNOSTICS.get(diagnostic, f"diagnostic {diagnostic}")
         if diagnostic == 0x07:
             reason = f"called AE title {str(primitive.called_ae_title).strip()!r} not recognised"
+        reason = self.context.refusal_reason(assoc) or reason
         state = _Association(calling, assoc.requestor.address, peer.organisation if peer else None)
         self._write([self._event(state, "association", AuditOutcome.DENIED, "A-ASSOCIATE", detail=reason)])
+
+    def record_tls_refusal(self, address: str, reason: str) -> None:
+        """A TLS connection refused in its handshake: no AE title was ever sent."""
+        state = _Association("anonymous", address, None)
+        self._write([self._event(state, "association", AuditOutcome.DENIED, "TLS", detail=reason)])
 
     def _on_rejected(self, event: Event) -> None:
         """pynetdicom's own refusals, e.g. over the association limit."""

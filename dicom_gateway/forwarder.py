@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -38,6 +39,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from dicom_gateway.sockets import RequestorAE, set_no_delay
+from dicom_gateway.tls import ClientTls
 from teleconsult import metrics
 from teleconsult.config import DicomPeer, Settings
 from teleconsult.errors import TeleconsultError
@@ -178,6 +180,11 @@ def _status_error(status: Dataset, destination: str, entry: ForwardEntry) -> str
 def _association_failure(assoc: Association, peer: DicomPeer, connected: bool) -> str:
     where = f"{peer.ae_title} at {peer.host}:{peer.port}"
     if not connected:
+        error = getattr(assoc.dul.socket, "connect_error", None)
+        if isinstance(error, ssl.SSLError):
+            return f"cannot connect to {where} over DICOM TLS: {error}"
+        if error is not None:
+            return f"cannot connect to {where}: {error}"
         return f"cannot connect to {where} (connection refused or timed out)"
     if assoc.is_rejected and assoc.acceptor.primitive is not None:
         primitive = assoc.acceptor.primitive
@@ -267,6 +274,8 @@ class Forwarder:
         # the same process must not acknowledge its predecessor's claims.
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._ae = _build_scu_ae(settings)
+        # TLS peers: our certificate as client certificate, theirs checked against our CAs.
+        self._tls = ClientTls(settings)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stats: Counter[str] = Counter()
@@ -277,6 +286,7 @@ class Forwarder:
     def start(self) -> None:
         if self._threads:
             raise RuntimeError("the forwarder is already running")
+        self._tls.check()  # a TLS peer with unusable certificate files stops start-up
         self._stop.clear()
         try:
             self.outbox.reclaim_stale(self.reclaim_after_seconds)
@@ -356,6 +366,12 @@ class Forwarder:
         if deferred:
             self.outbox.release(worker, [entry.pk for entry in deferred])
             entries = [entry for entry in entries if entry not in deferred]
+        try:
+            tls_args = self._tls.tls_args(peer)
+        except TeleconsultError as exc:
+            acks.failed(entries, exc.message)
+            acks.flush()
+            return
         connected = threading.Event()
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, set_no_delay),
@@ -368,6 +384,7 @@ class Forwarder:
             ae_title=destination,
             max_pdu=self.settings.dicom_max_pdu,
             evt_handlers=handlers,
+            tls_args=tls_args,
         )
         self._count(associations=1)
         if not assoc.is_established:

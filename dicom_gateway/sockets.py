@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 from typing import TYPE_CHECKING
 
 from pynetdicom import AE
@@ -40,9 +41,19 @@ class _ClosingSocket(AssociationSocket):
     pynetdicom 3.0.4 calls ``shutdown()`` on a socket that never connected,
     which raises, and then skips ``close()``: every retry on a switched-off
     peer would hold a file descriptor until garbage collection.
+
+    ``connect_error`` keeps why the connection failed (refused, timed out, a
+    TLS handshake or certificate error), which pynetdicom only logs.
     """
 
+    connect_error: OSError | None = None
+
     def _shutdown_socket(self) -> None:
+        if not self._is_connected:
+            # pynetdicom calls this from the handler of the failed connect.
+            error = sys.exc_info()[1]
+            if isinstance(error, OSError):
+                self.connect_error = error
         sock = self.socket
         super()._shutdown_socket()
         if sock is not None:

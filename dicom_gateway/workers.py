@@ -11,6 +11,12 @@ their events reach the parent's bus through a relay (``relay``, a
 ``teleconsult.notifications.relay.RelayEndpoint``): the parent holds the
 WebSockets that notify users of what a worker stored.
 
+DICOM TLS works the same way: with ``TELECONSULT_DICOM_TLS_PORT`` set, every
+worker also listens on the TLS port (SO_REUSEPORT), with its own SSL context
+built from the same certificate files (an SSL context cannot be sent to a
+spawned process; the settings can). Each process completes the handshakes of
+the connections the kernel gives it.
+
 Workers are started with the ``spawn`` method (the parent holds threads and
 database connections that must not be forked), stopped with SIGTERM, and
 restarted by the parent if one dies; a worker whose parent is gone stops.
@@ -45,7 +51,12 @@ def shared_port_supported() -> bool:
 
 
 def _worker_main(
-    settings: Settings, host: str, port: int, parent_pid: int, relay: RelayEndpoint | None = None
+    settings: Settings,
+    host: str,
+    port: int | None,
+    parent_pid: int,
+    relay: RelayEndpoint | None = None,
+    tls_port: int | None = None,
 ) -> None:
     from dicom_gateway.ae import start_gateway
     from teleconsult.log import configure_logging
@@ -64,15 +75,23 @@ def _worker_main(
     sender = relay.connect() if relay is not None else None
     if sender is not None:
         store.bus.subscribe(sender)
-    server = start_gateway(settings, store, host=host, port=port, share_port=True)
-    logger.info("gateway worker %d serving %s:%d", os.getpid(), host, port)
+    servers = []
     try:
+        if port is not None:
+            servers.append(start_gateway(settings, store, host=host, port=port, share_port=True))
+        if tls_port is not None:
+            servers.append(
+                start_gateway(settings, store, host=host, port=tls_port, share_port=True, tls=True)
+            )
+        ports = "+".join(str(server.server_address[1]) for server in servers)
+        logger.info("gateway worker %d serving %s:%s", os.getpid(), host, ports)
         while not stop.wait(1.0):
             if os.getppid() != parent_pid:
                 logger.warning("gateway worker %d: parent %d is gone, stopping", os.getpid(), parent_pid)
                 break
     finally:
-        server.shutdown()
+        for server in servers:
+            server.shutdown()
         store.close()
         if sender is not None:
             sender.close()
@@ -82,7 +101,14 @@ class GatewayWorkers:
     """The extra gateway processes of one ``serve``."""
 
     def __init__(
-        self, settings: Settings, *, host: str, port: int, count: int, relay: RelayEndpoint | None = None
+        self,
+        settings: Settings,
+        *,
+        host: str,
+        port: int | None,
+        count: int,
+        relay: RelayEndpoint | None = None,
+        tls_port: int | None = None,
     ) -> None:
         if count > 0 and not shared_port_supported():
             raise RuntimeError("TELECONSULT_DICOM_WORKERS > 1 needs SO_REUSEPORT (Linux, BSD)")
@@ -91,6 +117,7 @@ class GatewayWorkers:
         self.port = port
         self.count = count
         self.relay = relay
+        self.tls_port = tls_port
         self._context = multiprocessing.get_context("spawn")
         self._processes: list[BaseProcess] = []
         self._stopping = threading.Event()
@@ -104,7 +131,12 @@ class GatewayWorkers:
         self._processes = [self._spawn() for _ in range(self.count)]
         self._monitor = threading.Thread(target=self._watch, name="gateway-workers", daemon=True)
         self._monitor.start()
-        logger.info("started %d gateway worker processes on port %d", self.count, self.port)
+        logger.info(
+            "started %d gateway worker processes on port %s%s",
+            self.count,
+            self.port if self.port is not None else "-",
+            f" and TLS port {self.tls_port}" if self.tls_port is not None else "",
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
@@ -124,7 +156,7 @@ class GatewayWorkers:
     def _spawn(self) -> BaseProcess:
         process = self._context.Process(
             target=_worker_main,
-            args=(self.settings, self.host, self.port, os.getpid(), self.relay),
+            args=(self.settings, self.host, self.port, os.getpid(), self.relay, self.tls_port),
             name="teleconsult-gateway-worker",
             daemon=True,
         )

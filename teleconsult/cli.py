@@ -199,10 +199,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         metrics.enable_multiprocess(metrics_dir)
     store = _open_store(settings)
     gateway = None
+    tls_gateway = None
     forwarder = None
     workers = None
     relay = None
     ecg_inbox = None
+    broker = None
 
     def _stop(signum: int, _frame: Any) -> None:
         raise SystemExit(0)
@@ -212,15 +214,36 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
+        if settings.broker_url:
+            from teleconsult.notifications.broker import RedisEventBroker
+
+            broker = RedisEventBroker(settings.broker_url, settings.broker_channel)
+            broker.check()
+            broker.attach(store.bus)
+            # only a process serving HTTP has sockets and an ECG analyser to hand others' events to
+            broker.start(None if args.no_http else store.remote_bus)
         if not args.no_dicom:
-            gateway = start_gateway(settings, store, share_port=processes > 1)
-            if processes > 1:
+            shared = processes > 1
+            port = tls_port = None
+            host = settings.dicom_host
+            if settings.dicom_plain_enabled:
+                gateway = start_gateway(settings, store, share_port=shared)
                 host, port = gateway.server_address[:2]
+            if settings.dicom_tls_port is not None:
+                # DICOM TLS (docs/security.md): a listener of its own beside (or instead of) the plain one
+                tls_gateway = start_gateway(settings, store, share_port=shared, tls=True)
+                host, tls_port = tls_gateway.server_address[:2]
+            if shared:
                 # What workers store is published on their own bus: relayed to ours.
                 relay = UnixDatagramReceiver(store.bus)
                 relay.start()
                 workers = GatewayWorkers(
-                    settings, host=host, port=port, count=processes - 1, relay=relay.endpoint
+                    settings,
+                    host=host,
+                    port=port,
+                    count=processes - 1,
+                    relay=relay.endpoint,
+                    tls_port=tls_port,
                 )
                 workers.start()
             # The C-STORE SCU side: works the forwarding queue the store fills.
@@ -249,6 +272,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             relay.stop()
         if gateway is not None:
             gateway.shutdown()
+        if tls_gateway is not None:
+            tls_gateway.shutdown()
+        if broker is not None:
+            broker.stop()
         store.close()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -35,6 +35,7 @@ __all__ = [
     "IceServer",
     "KioskDevice",
     "Settings",
+    "normalise_fingerprint",
     "settings_help",
 ]
 
@@ -66,11 +67,68 @@ class DicomPeer(BaseModel):
         False,
         description='Whether this is its organisation\'s PACS (what "source-pacs" in a forward rule means).',
     )
+    # DICOM TLS (docs/security.md): who the peer is, proved by its certificate.
+    tls: bool = Field(
+        False,
+        description=(
+            "DICOM TLS with this peer: we connect to it over TLS (port is then its TLS port), and its "
+            "associations are accepted only on the TLS port, never on the plain one."
+        ),
+    )
+    tls_certificate_sha256: list[str] = Field(
+        default_factory=list,
+        description=(
+            "SHA-256 fingerprints of the certificates the peer may present (openssl x509 -noout "
+            "-fingerprint -sha256 -in cert.pem); list the old and the new one while renewing."
+        ),
+    )
+    tls_common_name: str | None = Field(
+        None,
+        description="Subject common name (CN) the peer's certificate must carry.",
+        min_length=1,
+        max_length=256,
+    )
+    tls_server_name: str | None = Field(
+        None,
+        description=(
+            "Name the peer's certificate must carry (subjectAltName DNS or IP) when we connect to it; "
+            "unset = host."
+        ),
+        min_length=1,
+        max_length=253,
+    )
 
     @field_validator("ae_title")
     @classmethod
     def _ae_title(cls, value: str) -> str:
         return _check_ae_title(value, "peer ae_title")
+
+    @field_validator("tls_certificate_sha256")
+    @classmethod
+    def _fingerprints(cls, value: list[str]) -> list[str]:
+        return [normalise_fingerprint(fingerprint) for fingerprint in value]
+
+    @property
+    def tls_identity_configured(self) -> bool:
+        """Whether a certificate can prove this peer's identity (fingerprint or common name)."""
+        return bool(self.tls_certificate_sha256) or self.tls_common_name is not None
+
+
+_FINGERPRINT_PREFIX = re.compile(r"^\s*(sha-?256\s+fingerprint\s*=\s*)?", re.IGNORECASE)
+
+
+def normalise_fingerprint(value: str) -> str:
+    """``AB:CD:…`` (64 upper-case hex digits in pairs), as ``openssl x509 -fingerprint -sha256`` prints it.
+
+    Accepts that command's whole output line, colons or none, any case.
+    """
+    digits = re.sub(r"[\s:]", "", _FINGERPRINT_PREFIX.sub("", value)).upper()
+    if not re.fullmatch(r"[0-9A-F]{64}", digits):
+        raise ValueError(
+            f"peer tls_certificate_sha256 {value[:100]!r} is not a SHA-256 fingerprint: give the 64 hex "
+            "digits that `openssl x509 -noout -fingerprint -sha256 -in cert.pem` prints"
+        )
+    return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
 
 
 # Destination of a forward rule meaning "the PACS peer of the instance's source
@@ -251,6 +309,19 @@ class Settings(BaseSettings):
     dicom_max_associations: int = Field(
         32, ge=1, le=1024, description="Concurrent associations; more are rejected (transient)."
     )
+    broker_url: str | None = Field(
+        None,
+        description=(
+            "Broker carrying events between replicas, redis://host:6379/0 (or rediss://); unset = "
+            "one server, events stay in the process."
+        ),
+    )
+    broker_channel: str = Field(
+        "teleconsult.events",
+        min_length=1,
+        max_length=200,
+        description="Redis stream the replicas of one deployment share (another name per deployment).",
+    )
     dicom_max_pdu: int = Field(
         262144,
         ge=0,
@@ -263,6 +334,41 @@ class Settings(BaseSettings):
         4 * 1024**3,
         ge=1024,
         description="Largest data set accepted in one C-STORE, in bytes.",
+    )
+
+    # dicom TLS (PS3.15 B.10 Non-downgrading BCP 195 profile; docs/security.md)
+    dicom_plain_enabled: bool = Field(
+        True,
+        description=(
+            "Listen on the plain (unencrypted) DICOM port TELECONSULT_DICOM_PORT; false = DICOM TLS only."
+        ),
+    )
+    dicom_tls_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of the DICOM TLS listener (IANA dicom-tls: 2762), on TELECONSULT_DICOM_HOST; unset = "
+            "no TLS listener. Clients must present a certificate the CAs below signed."
+        ),
+    )
+    dicom_tls_certificate: Path | None = Field(
+        None,
+        description=(
+            "PEM certificate (then its intermediate CAs) teleconsult presents on the TLS port and to the "
+            "TLS peers it connects to."
+        ),
+    )
+    dicom_tls_private_key: Path | None = Field(
+        None,
+        description="PEM private key of that certificate, unencrypted (readable by teleconsult only).",
+    )
+    dicom_tls_ca_certificates: Path | None = Field(
+        None,
+        description=(
+            "PEM bundle of the CAs teleconsult trusts: clients on the TLS port and the TLS peers it "
+            "connects to must present a certificate one of them signed."
+        ),
     )
 
     # dicom forwarding (C-STORE SCU through the durable queue)
@@ -573,6 +679,19 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+            raise ValueError(
+                "TELECONSULT_BROKER_URL must be redis://host[:port][/db] or rediss://... (Redis Streams; "
+                "NATS is not supported yet)"
+            )
+        return value
+
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_url(cls, value: str | None) -> str | None:
@@ -633,6 +752,48 @@ class Settings(BaseSettings):
                     "twice; each peer needs its own AE title"
                 )
             seen.add(peer.ae_title)
+        return self
+
+    @model_validator(mode="after")
+    def _dicom_tls_consistent(self) -> Settings:
+        if not self.dicom_plain_enabled and self.dicom_tls_port is None:
+            raise ValueError(
+                "TELECONSULT_DICOM_PLAIN_ENABLED is false but TELECONSULT_DICOM_TLS_PORT is unset: "
+                "the gateway would listen nowhere"
+            )
+        if self.dicom_plain_enabled and self.dicom_tls_port and self.dicom_tls_port == self.dicom_port:
+            raise ValueError(
+                f"TELECONSULT_DICOM_TLS_PORT and TELECONSULT_DICOM_PORT are both {self.dicom_port}; "
+                "TLS needs a port of its own (IANA dicom-tls: 2762)"
+            )
+        tls_peers = [peer.ae_title for peer in self.dicom_peers if peer.tls]
+        if self.dicom_tls_port is not None or tls_peers:
+            why = (
+                "TELECONSULT_DICOM_TLS_PORT is set"
+                if self.dicom_tls_port is not None
+                else f"peer {tls_peers[0]!r} uses TLS"
+            )
+            for name in ("dicom_tls_certificate", "dicom_tls_private_key", "dicom_tls_ca_certificates"):
+                path = getattr(self, name)
+                if path is None:
+                    raise ValueError(f"{ENV_PREFIX}{name.upper()} must be set: {why}")
+                if not path.is_file():
+                    raise ValueError(f"{ENV_PREFIX}{name.upper()} {str(path)!r} is not a file")
+        # One certificate must never prove the identity of two organisations.
+        owners: dict[str, DicomPeer] = {}
+        for peer in self.dicom_peers:
+            keys = [f"SHA-256 {f}" for f in peer.tls_certificate_sha256]
+            if peer.tls_common_name is not None and not peer.tls_certificate_sha256:
+                keys.append(f"common name {peer.tls_common_name!r}")
+            for key in keys:
+                other = owners.setdefault(key, peer)
+                if other.organisation != peer.organisation:
+                    raise ValueError(
+                        f"TELECONSULT_DICOM_PEERS gives peers {other.ae_title!r} (organisation "
+                        f"{other.organisation}) and {peer.ae_title!r} (organisation {peer.organisation}) "
+                        f"the same certificate identity ({key}); a certificate must identify one "
+                        "organisation"
+                    )
         return self
 
     @model_validator(mode="after")

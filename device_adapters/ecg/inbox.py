@@ -15,6 +15,12 @@ Rules (docs/devices.md):
 - A WFDB header is taken with the signal files it names, once all are
   complete; a header still missing one, or a signal file no header names,
   is quarantined after ``TELECONSULT_ECG_INBOX_INCOMPLETE_SECONDS``.
+- An image export (``x.jpg``, ``x.png``, ``x.bmp``) is taken with its
+  demographics sidecar ``x.json`` once both are complete, and imported by
+  ``device_adapters.images`` as a Secondary Capture; an export still without
+  its sidecar, or a sidecar without its export, is quarantined after the same
+  wait, a file named as an image that is none at once. (The settings keep
+  their ``ECG_`` names though the inbox now takes images too.)
 - Imported files are deleted (the stored DICOM instance is the record);
   files that cannot be imported move to the quarantine with their reason.
   If the store is full or the index unreachable, files stay and are tried
@@ -42,6 +48,10 @@ from device_adapters.ecg.file_events import CompletedFiles
 from device_adapters.ecg.importer import EcgImporter, ImportedEcg
 from device_adapters.ecg.quarantine import Quarantine
 from device_adapters.ecg.wfdb_record import signal_file_names
+from device_adapters.images.errors import ImageImportError, ImageTooLargeError
+from device_adapters.images.formats import is_image_name, is_sidecar_name, sidecar_for
+from device_adapters.images.importer import ImageImporter, ImportedImage
+from device_adapters.images.reader import looks_like_image, read_image
 from teleconsult.audit import AuditEvent, AuditLog, AuditOutcome, Interface
 from teleconsult.config import Settings
 from teleconsult.errors import IndexUnavailableError, InvalidInstanceError, StorageFullError
@@ -53,15 +63,16 @@ __all__ = ["EcgInbox", "InboxOutcome"]
 logger = logging.getLogger(__name__)
 
 _IN_PROGRESS_SUFFIXES = (".part", ".tmp", ".partial")
+_PROBE_BYTES = 256 * 1024  # enough of an image file to tell it is one (JPEG markers before the frame)
 
 
 @dataclass(frozen=True, slots=True)
 class InboxOutcome:
-    """What one look did with one file (or WFDB record)."""
+    """What one look did with one file (or WFDB record, or image export and its sidecar)."""
 
     path: Path  # relative to the inbox
     organisation: str
-    imported: ImportedEcg | None = None
+    imported: ImportedEcg | ImportedImage | None = None
     reason: str | None = None  # why it was quarantined
 
 
@@ -178,7 +189,8 @@ class EcgInbox:
         return settled, waiting
 
     def _groups(self, folder: Path, names: set[str], pending: set[str]) -> list[list[str]]:
-        """Files to take together: a WFDB header with its signal files, else one file alone."""
+        """Files to take together: a WFDB header with its signal files, an image export with its
+        sidecar (``x.jpg`` + ``x.json``), else one file alone."""
         groups: list[list[str]] = []
         claimed: set[str] = set()
         incomplete = self.settings.ecg_inbox_incomplete_seconds
@@ -194,11 +206,56 @@ class EcgInbox:
                 header in names and self._age(folder / header) >= incomplete
             ):
                 groups.append(group)
+        groups.extend(self._export_groups(folder, names - claimed, pending - claimed, claimed))
         for name in sorted(names - claimed):
             if name.lower().endswith(".dat") and self._age(folder / name) < incomplete:
                 continue  # its header may still come
             groups.append([name])
         return groups
+
+    def _export_groups(
+        self, folder: Path, names: set[str], pending: set[str], claimed: set[str]
+    ) -> list[list[str]]:
+        """Image exports with their sidecars, once all are complete (adds them to ``claimed``).
+
+        An export without its sidecar, or a sidecar without its export, is
+        taken alone (to be quarantined) after
+        ``TELECONSULT_ECG_INBOX_INCOMPLETE_SECONDS``; a file named as an image
+        that certainly is none at once, since no sidecar can make it one.
+        """
+        groups: list[list[str]] = []
+        present = names | pending
+        incomplete = self.settings.ecg_inbox_incomplete_seconds
+        by_sidecar: dict[str | None, list[str]] = {}
+        for image in sorted(name for name in present if is_image_name(name)):
+            by_sidecar.setdefault(sidecar_for(image, present), []).append(image)
+        for sidecar, images in sorted(by_sidecar.items(), key=lambda item: item[1]):
+            claimed.update(images)
+            if sidecar is not None:
+                claimed.add(sidecar)
+                if all(name in names for name in (*images, sidecar)):
+                    groups.append([*images, sidecar])
+                continue
+            for image in images:
+                if image in names and (
+                    self._age(folder / image) >= incomplete or not self._may_be_image(folder / image)
+                ):
+                    groups.append([image])
+        for name in sorted(present - claimed):
+            if is_sidecar_name(name):
+                claimed.add(name)
+                if name in names and self._age(folder / name) >= incomplete:
+                    groups.append([name])
+        return groups
+
+    def _may_be_image(self, relative: Path) -> bool:
+        """False if the file's first bytes show it is no JPEG, PNG or BMP."""
+        try:
+            with (self.root / relative).open("rb") as file:
+                head = file.read(_PROBE_BYTES + 1)
+        except OSError:
+            return True  # gone or unreadable just now: the next look decides
+        return looks_like_image(head[:_PROBE_BYTES], complete=len(head) <= _PROBE_BYTES)
 
     def _age(self, relative: Path) -> float:
         seen = self._seen.get(relative)
@@ -219,12 +276,67 @@ class EcgInbox:
             return organisation, f"{organisation!r} is not the code of an organisation (teleconsult org list)"
         return organisation, None
 
+    def _export_refusal(self, present: list[Path]) -> str | None:
+        """Why an image export group cannot be imported as it is, before reading it; None if it may be."""
+        images = [path for path in present if is_image_name(path.name)]
+        sidecars = [path for path in present if is_sidecar_name(path.name)]
+        wait = f"{self.settings.ecg_inbox_incomplete_seconds:g} s"
+        if not images:
+            return (
+                f"a sidecar without the image export of the same stem (.jpg, .png or .bmp), which did not "
+                f"arrive within {wait}: drop the image with it"
+            )
+        if len(images) > 1:
+            return (
+                f"the image exports {', '.join(repr(path.name) for path in images)} share one sidecar: give "
+                "each image its own name and sidecar (x.jpg with x.json)"
+            )
+        if sidecars:
+            return None
+        try:
+            read_image(images[0].name, images[0].read_bytes())
+        except (ImageImportError, ImageTooLargeError) as exc:
+            name = images[0].name[:80]
+            return (
+                f"{name!r} is not a format teleconsult imports: neither an ECG nor a readable image "
+                f"({exc.message})"
+            )
+        return (
+            f"an image export without its sidecar {images[0].stem[:80]}.json (patient and exam, see "
+            f"docs/devices.md), which did not arrive within {wait}"
+        )
+
+    def _import(self, present: list[Path], organisation: str) -> ImportedEcg | ImportedImage:
+        """Import a group's files: an image export with its sidecar, else an ECG."""
+        size = sum(path.stat().st_size for path in present)
+        images = [path for path in present if is_image_name(path.name)]
+        if images:
+            (image,) = images
+            (sidecar,) = [path for path in present if is_sidecar_name(path.name)]
+            importer = ImageImporter(self.settings, self.importer.store)
+            importer.check_size(size)
+            return importer.import_export(
+                image.name,
+                image.read_bytes(),
+                sidecar.read_bytes(),
+                organisation=organisation,
+                sidecar_name=sidecar.name,
+            )
+        self.importer.check_size(size)
+        files = {path.name: path.read_bytes() for path in present}
+        return self.importer.import_files(files, organisation=organisation)
+
     def _take(self, folder: Path, group: list[str], known: set[str]) -> InboxOutcome | None:
         relative = folder / group[0]
         present = [self.root / folder / name for name in group if (self.root / folder / name).is_file()]
         organisation, refusal = self._organisation(relative, known)
         source = f"ECG inbox {relative.as_posix()}"
-        if refusal is None and len(present) < len(group):
+        export = any(is_image_name(name) or is_sidecar_name(name) for name in group)
+        if export and not present:
+            return None  # taken away since the look began
+        if refusal is None and export:
+            refusal = self._export_refusal(present)
+        if refusal is None and not export and len(present) < len(group):
             missing = [name for name in group if not (self.root / folder / name).is_file()]
             refusal = (
                 f"the WFDB header names signal file {missing[0]!r}, which did not arrive within "
@@ -235,13 +347,17 @@ class EcgInbox:
         imported = None
         if refusal is None:
             try:
-                self.importer.check_size(sum(path.stat().st_size for path in present))
-                files = {path.name: path.read_bytes() for path in present}
-                imported = self.importer.import_files(files, organisation=organisation)
+                imported = self._import(present, organisation)
             except (StorageFullError, IndexUnavailableError) as exc:
                 logger.warning("%s stays in the inbox for now: %s", source, exc.message)
                 return None
-            except (EcgImportError, EcgTooLargeError, InvalidInstanceError) as exc:
+            except (
+                EcgImportError,
+                EcgTooLargeError,
+                ImageImportError,
+                ImageTooLargeError,
+                InvalidInstanceError,
+            ) as exc:
                 refusal = exc.message
             except Exception as exc:  # never lose a file to a reader's bug: quarantine and log
                 logger.exception("importing %s failed", source)

@@ -502,6 +502,7 @@ def _send_on_new_association(
             ae_title=peer.ae_title,
             ext_neg=[build_role(STORAGE_COMMITMENT_PUSH_MODEL, scp_role=True)],
             evt_handlers=handlers,
+            tls_args=context.client_tls.tls_args(peer),
         )
     except Exception:
         logger.warning("storage commitment: cannot associate with %s", peer.ae_title, exc_info=True)

@@ -72,22 +72,23 @@ def handle_move(event: Event, context: GatewayContext) -> Iterator[Any]:
         logger.warning("C-MOVE from %s to unknown destination %r refused", calling, destination)
         yield None, None
         return
+    # A TLS peer gets its sub-association over TLS (our certificate, its certificate checked).
+    options: dict[str, Any] = {
+        "evt_handlers": [(evt.EVT_CONN_OPEN, set_no_delay)],
+        "tls_args": context.client_tls.tls_args(peer),
+    }
     try:
         rows = select_instances(event, context)
     except RetrieveError as exc:
         logger.warning("C-MOVE from %s refused with 0x%04X: %s", calling, exc.status, exc.comment)
         # pynetdicom wants the destination and a count before any status.
-        yield peer.host, peer.port, {"evt_handlers": [(evt.EVT_CONN_OPEN, set_no_delay)]}
+        yield peer.host, peer.port, options
         yield 1
         yield exc.status, None
         return
     logger.info(
         "C-MOVE from %s: %d instances to %s (%s:%d)", calling, len(rows), destination, peer.host, peer.port
     )
-    yield (
-        peer.host,
-        peer.port,
-        {"contexts": storage_contexts(rows), "evt_handlers": [(evt.EVT_CONN_OPEN, set_no_delay)]},
-    )
+    yield peer.host, peer.port, {**options, "contexts": storage_contexts(rows)}
     yield len(rows)
     yield from stored_datasets(event, context, rows)

@@ -47,9 +47,13 @@ async def triage_lifespan(app: FastAPI) -> AsyncIterator[None]:
         return
     triage = ecg_triage(app)
     unsubscribe = triage.subscribe(app.state.store.bus)
+    # ECGs stored through other replicas' gateways (TELECONSULT_BROKER_URL); the measurement
+    # row's unique key keeps two replicas from analysing one ECG twice
+    unsubscribe_remote = triage.subscribe(app.state.store.remote_bus)
     triage.start()
     try:
         yield
     finally:
+        unsubscribe_remote()
         unsubscribe()
         await asyncio.to_thread(triage.stop)

@@ -187,6 +187,10 @@ class NotificationHub:
 
     # -- publishers' side ----------------------------------------------------------------
 
+    def hear(self, event: Event) -> None:
+        """An event from elsewhere (another replica, through the broker): routed like this process's own."""
+        self._on_bus_event(event)
+
     def _on_bus_event(self, event: Event) -> None:
         if event.type != EventType.INSTANCE_STORED and event.type not in _PASSED_ON:
             return

@@ -34,6 +34,8 @@ class InstanceStore:
     def __init__(self, settings: Settings, bus: EventBus | None = None) -> None:
         self.settings = settings
         self.bus = bus or EventBus()
+        # Events of other replicas (TELECONSULT_BROKER_URL): only notifications and ECG triage listen.
+        self.remote_bus = EventBus()
         self.files = FileStore(Path(settings.data_dir))
         self.index = Index(settings.index_url)
         # The forwarding queue: filled by the index transaction, worked by dicom_gateway.forwarder.

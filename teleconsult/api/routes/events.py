@@ -85,10 +85,13 @@ async def notification_lifespan(app: FastAPI) -> AsyncIterator[None]:
         store.bus, store.index.engine, app.state.identity, loop=asyncio.get_running_loop(), options=options
     )
     hub.start()
+    # events of other replicas reach this replica's sockets too (TELECONSULT_BROKER_URL)
+    unsubscribe_remote = store.remote_bus.subscribe(hub.hear)
     app.state.notifications = hub
     try:
         yield
     finally:
+        unsubscribe_remote()
         hub.close_all()
         await asyncio.to_thread(hub.stop)
 
