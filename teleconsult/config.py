@@ -626,6 +626,28 @@ class Settings(BaseSettings):
         le=64,
         description="Viewers one live session takes at once; each costs the server one video encoder.",
     )
+    live_recording: bool = Field(
+        True,
+        description=(
+            "Record every live session (the sender's video, both sides' voices) to "
+            "<data_dir>/recordings/<consult>/<session>.mp4, listed and downloaded over the API; "
+            "encoding H.264 costs about what one and a half viewers' encoders cost (docs/live.md)."
+        ),
+    )
+    live_recording_retention_days: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Recordings older than this many days are deleted (audited as live.recording.delete); "
+            "0 = kept until removed by hand."
+        ),
+    )
+    live_clip_max_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=120,
+        description="Longest clip of a live session stored as multi-frame DICOM (POST .../clip).",
+    )
 
     config_file: Path | None = Field(
         None, description="TOML file with settings (same names, lower case, no prefix)."
@@ -866,6 +888,11 @@ class Settings(BaseSettings):
     def ecg_inbox_dir(self) -> Path:
         """The ECG drop folder actually watched, with the default filled in."""
         return self.ecg_inbox if self.ecg_inbox is not None else self.data_dir / "inbox" / "ecg"
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Where live sessions are recorded (``<data_dir>/recordings``)."""
+        return self.data_dir / "recordings"
 
     @property
     def quarantine_dir(self) -> Path:

@@ -6,7 +6,8 @@ and relays the sender's media to the viewers through switching tracks
 (``sources.py``) and the viewers' voices back (``tracks.py``).
 ``signalling.py`` is the message protocol, ``annotations.py`` the data
 channel's, ``access.py`` who may take which role, ``capture.py`` snapshots
-as DICOM. The HTTP and WebSocket routes are ``teleconsult.api.routes.live``.
+and clips as DICOM, ``recording.py`` the session's recording to an MP4 file.
+The HTTP and WebSocket routes are ``teleconsult.api.routes.live``.
 """
 
 import logging

@@ -9,7 +9,9 @@ Ended sessions are remembered for a while (``GET`` still answers
 ``ended`` with the reason) in a bounded list.
 
 A watchdog ends sessions that had no connected sender for
-``live_idle_timeout_seconds``, or ran for ``live_max_seconds``.
+``live_idle_timeout_seconds``, or ran for ``live_max_seconds``, and, with
+``live_recording_retention_days`` set, deletes recordings older than that
+(``recording.py``) once an hour.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from teleconsult.config import IceServer, Settings
+from teleconsult.media.recording import RecordingInfo, delete_recording, expired_recordings
 from teleconsult.media.sessions import LiveSession
 
 if TYPE_CHECKING:
@@ -37,6 +42,7 @@ SYSTEM = "system"  # who ends a session on a timer or at shutdown
 _REMEMBER_ENDED = 256
 
 EndedHook = Callable[[LiveSession], Awaitable[None]]
+DeletedHook = Callable[[RecordingInfo], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,11 @@ class MediaOptions:
     max_viewers: int = 8
     auth_timeout: float = 5.0
     check_interval: float = 1.0
+    recordings_dir: Path | None = None  # where recordings are (listed, served, and made when record)
+    record: bool = False
+    retention_days: float = 0.0  # 0: recordings are kept
+    retention_interval: float = 3600.0
+    clip_max_seconds: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MediaOptions:
@@ -57,6 +68,10 @@ class MediaOptions:
             idle_timeout=settings.live_idle_timeout_seconds,
             max_seconds=settings.live_max_seconds,
             max_viewers=settings.live_max_viewers,
+            recordings_dir=settings.recordings_dir,
+            record=settings.live_recording,
+            retention_days=settings.live_recording_retention_days,
+            clip_max_seconds=settings.live_clip_max_seconds,
         )
 
 
@@ -65,12 +80,20 @@ class MediaHub:
 
     ``on_ended`` is awaited after a session ends on a timer or at shutdown
     (the live routes audit those; an end asked for over HTTP is audited by
-    its request).
+    its request), ``on_deleted`` after a recording was deleted for its age.
     """
 
-    def __init__(self, options: MediaOptions | None = None, *, on_ended: EndedHook | None = None) -> None:
+    def __init__(
+        self,
+        options: MediaOptions | None = None,
+        *,
+        on_ended: EndedHook | None = None,
+        on_deleted: DeletedHook | None = None,
+    ) -> None:
         self.options = options or MediaOptions()
         self.on_ended = on_ended
+        self.on_deleted = on_deleted
+        self._swept: float | None = None
         self._sessions: dict[str, LiveSession] = {}
         self._ended: OrderedDict[str, LiveSession] = OrderedDict()
         self._watchdog: asyncio.Task[None] | None = None
@@ -108,6 +131,8 @@ class MediaHub:
             principal,
             ice_servers=self.options.ice_servers,
             max_viewers=self.options.max_viewers,
+            recordings=self.options.recordings_dir if self.options.record else None,
+            keep_seconds=self.options.clip_max_seconds,
         )
         self._sessions[session.session_id] = session
         logger.info(
@@ -159,10 +184,40 @@ class MediaHub:
             await self._end(session, why, SYSTEM)
         return len(due)
 
+    async def sweep(self) -> list[RecordingInfo]:
+        """Delete the recordings older than the retention (none when it is 0); returns them."""
+        root, days = self.options.recordings_dir, self.options.retention_days
+        if root is None or days <= 0:
+            return []
+        before = datetime.now(UTC) - timedelta(days=days)
+        expired = await asyncio.to_thread(expired_recordings, root, before)
+        running = {session.session_id for session in self._sessions.values()}
+        deleted = []
+        for info in expired:
+            if info.session_id in running:
+                continue
+            try:
+                await asyncio.to_thread(delete_recording, root, info)
+            except OSError:
+                logger.exception("the recording of live %s cannot be deleted", info.session_id)
+                continue
+            logger.info("live %s: recording deleted (older than %g days)", info.session_id, days)
+            deleted.append(info)
+            if self.on_deleted is not None:
+                try:
+                    await self.on_deleted(info)
+                except Exception:
+                    logger.exception("live %s: recording the deletion failed", info.session_id)
+        return deleted
+
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.options.check_interval)
             try:
                 await self.check()
+                now = asyncio.get_running_loop().time()
+                if self._swept is None or now - self._swept >= self.options.retention_interval:
+                    self._swept = now
+                    await self.sweep()
             except Exception:
                 logger.exception("the live session watchdog failed; it tries again")

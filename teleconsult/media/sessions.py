@@ -22,6 +22,10 @@ over from the previous one, which is told so and dropped. Viewers keep
 their peer connections across both. Ending the session closes every peer
 connection and stops every track, which ends the relay's and the mix's
 tasks.
+
+When recordings are on, the first sender's connection starts the session's
+``SessionRecorder`` (``recording.py``) on the same switching tracks, so the
+recording goes on across reconnections; ending the session finishes it.
 """
 
 from __future__ import annotations
@@ -52,11 +56,14 @@ from teleconsult.media.errors import (
     SessionEndedError,
     SessionFullError,
 )
+from teleconsult.media.recording import RecentVideo, RecordingInfo, SessionRecorder
 from teleconsult.media.sources import SwitchingTrack
 from teleconsult.media.tracks import VoiceMix
 from teleconsult.notifications.protocol import Closing
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from aiortc import RTCDataChannel
     from av import VideoFrame
 
@@ -128,6 +135,7 @@ class SessionView:
     has_frame: bool
     ended_at: datetime | None
     end_reason: str | None
+    recorded: bool
 
 
 def _now() -> datetime:
@@ -156,6 +164,8 @@ class LiveSession:
         *,
         ice_servers: Iterable[IceServer] = (),
         max_viewers: int = 8,
+        recordings: Path | None = None,
+        keep_seconds: float = 30.0,
     ) -> None:
         if max_viewers < 1:
             raise ValueError(f"max_viewers must be at least 1, not {max_viewers}")
@@ -180,6 +190,10 @@ class LiveSession:
         self.audio = SwitchingTrack("audio", depth=10, name=session_id)
         self.voices = VoiceMix(name=session_id)
         self.relay = MediaRelay()
+        self.recordings = recordings  # where the session is recorded; None: not recorded
+        self.keep_seconds = keep_seconds
+        self.recorder: SessionRecorder | None = None
+        self.recording: RecordingInfo | None = None  # the recording's manifest once finished
         self._peers: dict[int, Peer] = {}
         self._sender: Peer | None = None
         self._next_peer = 1
@@ -207,6 +221,10 @@ class LiveSession:
         """The newest video frame the current (or last) sender sent; None before the first."""
         return self.video.latest
 
+    def recent_video(self, seconds: float) -> RecentVideo | None:
+        """The recording's last ``seconds`` of encoded video (clips); None when not recorded."""
+        return self.recorder.recent(seconds) if self.recorder is not None else None
+
     def next_snapshot(self) -> int:
         """The instance number of the session's next capture (1, 2, ...)."""
         self.snapshots += 1
@@ -225,6 +243,7 @@ class LiveSession:
             has_frame=self.video.latest is not None,
             ended_at=self.ended_at,
             end_reason=self.end_reason,
+            recorded=self.recordings is not None,
         )
 
     # -- joining and negotiating --------------------------------------------------
@@ -338,6 +357,8 @@ class LiveSession:
             self.video.switch(incoming["video"])
             self.audio.switch(incoming.get("audio"))
             self.status = SessionStatus.LIVE
+            if self.recorder is None and self.recordings is not None:
+                self._record(self.recordings)
             if previous is not None and previous is not peer:
                 previous.drop(
                     Closing(
@@ -354,6 +375,23 @@ class LiveSession:
             if "audio" in incoming:
                 self.voices.add(peer.peer_id, incoming["audio"])
         return old_pc, old_outputs
+
+    def _record(self, root: Path) -> None:
+        """Start the recording: the switching video, and the sender's audio mixed with the viewers' mix."""
+        self.recorder = SessionRecorder(
+            root,
+            session_id=self.session_id,
+            consult_id=self.consult_id,
+            study_instance_uid=self.study_instance_uid,
+            patient_id=self.patient_id,
+            video=self.relay.subscribe(self.video, buffered=False),
+            audio=[
+                self.relay.subscribe(self.audio, buffered=False),
+                self.relay.subscribe(self.voices, buffered=False),
+            ],
+            keep_seconds=self.keep_seconds,
+        )
+        self.recorder.start()
 
     def _lose_sender(self) -> None:
         self._sender = None
@@ -440,6 +478,11 @@ class LiveSession:
                 closing.append(self._close(peer.pc, peer.outputs))
                 peer.pc, peer.outputs, peer.channel = None, [], None
         await asyncio.gather(*closing)
+        if self.recorder is not None:
+            try:
+                self.recording = await self.recorder.stop()
+            except Exception:
+                logger.exception("live %s: finishing the recording failed", self.session_id)
         logger.info("live %s ended by %s: %s", self.session_id, by, reason)
         return True
 

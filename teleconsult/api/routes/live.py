@@ -9,9 +9,12 @@ router's lifespan), and its end closes every session.
 
 A session the caller may not see answers 404 like one that does not
 exist, and the attempt is audited as denied. Audit actions: ``live.start``,
-``live.read``, ``live.end``, ``live.snapshot`` (HTTP), ``live.connect``,
+``live.read``, ``live.end``, ``live.snapshot``, ``live.clip``,
+``live.recording.search`` (a consult's recordings listed),
+``live.recording.read`` (a recording downloaded) (HTTP), ``live.connect``,
 ``live.join``, ``live.leave`` (WebSocket); an end on a timer or at shutdown
-is ``live.end`` by ``system``.
+is ``live.end`` by ``system``, a recording deleted for its age
+``live.recording.delete`` by ``system``.
 """
 
 from __future__ import annotations
@@ -26,16 +29,23 @@ from typing import Annotated, Any
 
 from anyio import from_thread
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response, WebSocket, status
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
+from device_adapters.video.clip import Clip, NotEnoughFramesError, collect_clip
 from teleconsult.api.consulting import ConsultsDep, audited, consult_service
 from teleconsult.api.deps import PrincipalDep, SettingsDep, StoreDep, principal_from_token
 from teleconsult.api.live_schemas import (
+    ClipCreate,
+    ClipPublic,
     LiveSessionCreate,
     LiveSessionPublic,
+    RecordingPublic,
     SnapshotPublic,
+    clip_public,
     live_public,
+    recording_public,
     snapshot_public,
 )
 from teleconsult.api.openapi import problem_response
@@ -44,7 +54,7 @@ from teleconsult.api.sockets import audit_socket, authenticate, receive_text, re
 from teleconsult.audit import AuditEvent, AuditLog, AuditOutcome, Interface
 from teleconsult.consults import ConsultService, HiddenError
 from teleconsult.domain.consults import CLOSED, Consult
-from teleconsult.domain.identity import Principal
+from teleconsult.domain.identity import Principal, Role
 from teleconsult.errors import (
     ConflictError,
     ConsultStateError,
@@ -53,8 +63,16 @@ from teleconsult.errors import (
     TeleconsultError,
 )
 from teleconsult.media import SYSTEM, LiveSession, MediaHub, MediaOptions, ParticipantRole, allowed_roles
-from teleconsult.media.capture import SnapshotTarget, store_snapshot
+from teleconsult.media.capture import SnapshotTarget, clip_from_recent, store_clip, store_snapshot
 from teleconsult.media.errors import LiveError
+from teleconsult.media.recording import (
+    MEDIA_TYPE,
+    RecordingInfo,
+    RecordingStatus,
+    find_recording,
+    list_recordings,
+    recording_paths,
+)
 from teleconsult.media.signalling import SignallingClosedError, serve_peer
 from teleconsult.notifications.protocol import Closing
 
@@ -116,6 +134,23 @@ def _audit_system_end(app: FastAPI, session: LiveSession) -> None:
     )
 
 
+def _audit_deleted_recording(app: FastAPI, info: RecordingInfo) -> None:
+    audit: AuditLog = app.state.audit
+    audit.record(
+        AuditEvent(
+            action="live.recording.delete",
+            outcome=AuditOutcome.SUCCESS,
+            interface=Interface.HTTP,
+            actor=SYSTEM,
+            resource=f"DELETE {LIVE_PATH}/{info.session_id}/recording",
+            study_instance_uid=info.study_instance_uid,
+            patient_id=info.patient_id,
+            detail=f"recording of live session {info.session_id} of consult {info.consult_id} deleted: "
+            f"older than TELECONSULT_LIVE_RECORDING_RETENTION_DAYS",
+        )
+    )
+
+
 @asynccontextmanager
 async def live_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """One media hub per app, for as long as it serves; closing it ends every session."""
@@ -126,7 +161,10 @@ async def live_lifespan(app: FastAPI) -> AsyncIterator[None]:
     async def ended(session: LiveSession) -> None:
         await asyncio.to_thread(_audit_system_end, app, session)
 
-    hub = MediaHub(options, on_ended=ended)
+    async def deleted(info: RecordingInfo) -> None:
+        await asyncio.to_thread(_audit_deleted_recording, app, info)
+
+    hub = MediaHub(options, on_ended=ended, on_deleted=deleted)
     hub.start()
     app.state.media = hub
     try:
@@ -157,12 +195,21 @@ def _session(
     hub: MediaHub, service: ConsultService, principal: Principal, session_id: str
 ) -> tuple[LiveSession, Consult]:
     """The session and its consult if the caller may see the consult; 404 (the same) otherwise."""
-    message = f"live session {session_id[:40]} does not exist or is not visible to {principal.username}"
     session = from_thread.run_sync(hub.get, session_id)
     if session is None:
-        raise NotFoundError(message)
+        raise NotFoundError(_hidden(principal, session_id))
+    return session, _consult_of(service, principal, session.consult_id, session_id)
+
+
+def _hidden(principal: Principal, session_id: str) -> str:
+    return f"live session {session_id[:40]} does not exist or is not visible to {principal.username}"
+
+
+def _consult_of(service: ConsultService, principal: Principal, consult_id: str, session_id: str) -> Consult:
+    """The consult of a session, if the caller sees it; 404 as for no session otherwise."""
+    message = _hidden(principal, session_id)
     try:
-        consult = service.get(principal, session.consult_id)
+        return service.get(principal, consult_id)
     except HiddenError as exc:
         raise HiddenError(
             message,
@@ -172,7 +219,6 @@ def _session(
         ) from None
     except NotFoundError:
         raise NotFoundError(message) from None
-    return session, consult
 
 
 def _roles(service: ConsultService, principal: Principal, consult: Consult) -> frozenset[ParticipantRole]:
@@ -187,6 +233,15 @@ def _roles(service: ConsultService, principal: Principal, consult: Consult) -> f
     raise PermissionDeniedError(
         f"{principal.username} is {principal.role.value}; live exams are for the consult's clinicians"
     )
+
+
+def _may_watch(service: ConsultService, principal: Principal) -> None:
+    """Recordings are the consult's clinicians' (a closed consult's too); admins manage accounts (403)."""
+    if service.viewer(principal).role is Role.ADMIN:
+        raise PermissionDeniedError(
+            f"{principal.username} is {principal.role.value}; recordings of live exams are for the "
+            "consult's clinicians"
+        )
 
 
 def _public(session: LiveSession) -> LiveSessionPublic:
@@ -264,6 +319,40 @@ def running_sessions(
         names = ", ".join(session.session_id for session in running) or "none"
         note.detail = f"running live sessions of consult {consult.consult_id}: {names}"
     return [_public(session) for session in running]
+
+
+@router.get(
+    "/recordings",
+    response_model=list[RecordingPublic],
+    summary="The recordings of a consult's live sessions",
+    description=(
+        "Every recording of the consult's live sessions, oldest first (`[]` when none), with its "
+        "status, duration, size and the path to download it. Sessions are recorded when "
+        "TELECONSULT_LIVE_RECORDING is on (the default). Readable by whoever sees the consult and "
+        "takes part in it (not admins); a consult the caller may not see answers 404."
+    ),
+    responses={
+        403: _FORBIDDEN,
+        404: problem_response("No such consult, or not visible to the caller (the same answer)"),
+    },
+)
+def consult_recordings(
+    consult_id: Annotated[str, Query(min_length=1, max_length=64, description="the consult (a UUID)")],
+    request: Request,
+    principal: PrincipalDep,
+    service: ConsultsDep,
+    hub: MediaDep,
+) -> list[RecordingPublic]:
+    with audited(request, principal, "live.recording.search") as note:
+        consult = service.get(principal, consult_id)
+        note.consult(consult)
+        _may_watch(service, principal)
+        root = hub.options.recordings_dir
+        found = list_recordings(root, consult.consult_id) if root is not None else []
+        running = {session.session_id for session in from_thread.run_sync(hub.running)}
+        names = ", ".join(info.session_id for info in found) or "none"
+        note.detail = f"recordings of consult {consult.consult_id}: {names}"
+    return [recording_public(info, running=info.session_id in running) for info in found]
 
 
 @router.get(
@@ -354,6 +443,172 @@ def take_snapshot(
         snapshot = store_snapshot(store, frame, target, calling_ae_title=settings.ae_title)
         note.detail = f"live session {session_id}: frame stored as {snapshot.sop_instance_uid}"
     return snapshot_public(snapshot)
+
+
+async def _next_seconds(session: LiveSession, seconds: float) -> Clip:
+    """The next ``seconds`` of the session's video, read on the loop through its own subscription."""
+    track = session.relay.subscribe(session.video, buffered=False)
+    try:
+        return await collect_clip(track, seconds)
+    finally:
+        track.stop()
+
+
+@router.post(
+    "/{session_id}/clip",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ClipPublic,
+    summary="Store the last or the next seconds of the sender's video as multi-frame DICOM in the study",
+    description=(
+        '`{"last_seconds": N}` stores what was just seen (from the session\'s recording, which '
+        "keeps the last TELECONSULT_LIVE_CLIP_MAX_SECONDS in memory: 409 when the session is not "
+        'recorded); `{"next_seconds": N}` the video from now on (the request answers after N '
+        "seconds, sooner if the sender leaves). N is at most TELECONSULT_LIVE_CLIP_MAX_SECONDS "
+        "(30). The clip becomes a Multi-frame True Color Secondary Capture Image (JPEG Baseline "
+        "frames, YBR_FULL_422, Cine module at the recorded frame rate) with the patient and study "
+        "attributes of the consult's study, in the session's capture series, stored like any "
+        "instance (notifications and forwarding rules apply). 409 without a sender or video, "
+        "once the session has ended, or if the consult has no stored study."
+    ),
+    responses={
+        403: _FORBIDDEN,
+        404: _NOT_FOUND,
+        409: problem_response(
+            "No video, no sender, not recorded (last_seconds), the session has ended, or the consult "
+            "has no stored study"
+        ),
+        422: problem_response("Not exactly one of last_seconds and next_seconds, or more than the most"),
+    },
+)
+def take_clip(
+    session_id: SessionId,
+    body: ClipCreate,
+    request: Request,
+    principal: PrincipalDep,
+    service: ConsultsDep,
+    hub: MediaDep,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> ClipPublic:
+    seconds, most = body.seconds, hub.options.clip_max_seconds
+    if seconds > most:
+        field = "last_seconds" if body.last_seconds is not None else "next_seconds"
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ("body", field),
+                    "msg": f"a clip is at most {most:g} s (TELECONSULT_LIVE_CLIP_MAX_SECONDS)",
+                    "input": seconds,
+                }
+            ]
+        )
+    with audited(request, principal, "live.clip") as note:
+        session, consult = _session(hub, service, principal, session_id)
+        note.consult(consult)
+        _roles(service, principal, consult)
+        which = "last" if body.last_seconds is not None else "next"
+        note.detail = f"live session {session_id}: the {which} {seconds:g} s"
+        if session.ended:
+            raise ConflictError(f"live session {session_id} has ended; start a new one to capture")
+        if which == "last":
+            if session.recordings is None:
+                raise ConflictError(
+                    f"live session {session_id} is not recorded (TELECONSULT_LIVE_RECORDING is off), so "
+                    "the last seconds are not kept; ask for next_seconds instead"
+                )
+            recent = from_thread.run_sync(session.recent_video, seconds)
+            if recent is None:
+                raise ConflictError(f"live session {session_id} has no recorded video yet")
+            clip_of = functools.partial(clip_from_recent, recent, seconds)
+        else:
+            if from_thread.run_sync(lambda: session.sender) is None:
+                raise ConflictError(
+                    f"live session {session_id} has no sender connected; capture once the video shows"
+                )
+            clip_of = functools.partial(from_thread.run, _next_seconds, session, seconds)
+        try:
+            clip = clip_of()
+        except NotEnoughFramesError as exc:
+            raise ConflictError(f"live session {session_id}: no clip to store, {exc}") from None
+        target = SnapshotTarget(
+            session_id=session.session_id,
+            consult_id=consult.consult_id,
+            study_instance_uid=consult.study_instance_uid,
+            source_organisation=consult.source_organisation,
+            instance_number=from_thread.run_sync(session.next_snapshot),
+            operator=principal.username,
+        )
+        stored = store_clip(store, clip, target, calling_ae_title=settings.ae_title)
+        note.detail += (
+            f": {stored.frames} frames ({stored.duration_seconds:g} s) stored as {stored.sop_instance_uid}"
+        )
+    return clip_public(stored)
+
+
+@router.get(
+    "/{session_id}/recording",
+    response_class=FileResponse,
+    summary="Download the recording of a live session (video/mp4, Range requests supported)",
+    description=(
+        "The session's recording: MP4 (fragmented) with H.264 video at the sender's picture size "
+        "and AAC audio mixing the sender's and the viewers' voices. Answers Range requests (206), "
+        "so a player can seek. 409 while the session is still being recorded (the file is "
+        "finished when the session ends). Readable by whoever sees the consult and takes part in "
+        "it (not admins); every request is audited (`live.recording.read`)."
+    ),
+    responses={
+        200: {"content": {MEDIA_TYPE: {}}, "description": "The recording"},
+        206: {"content": {MEDIA_TYPE: {}}, "description": "The requested bytes of the recording"},
+        403: _FORBIDDEN,
+        404: problem_response(
+            "No such session, not visible to the caller (the same answer), or the session was not recorded"
+        ),
+        409: problem_response("The session is still being recorded"),
+        416: problem_response("The Range cannot be satisfied"),
+    },
+)
+def download_recording(
+    session_id: SessionId, request: Request, principal: PrincipalDep, service: ConsultsDep, hub: MediaDep
+) -> FileResponse:
+    with audited(request, principal, "live.recording.read") as note:
+        root = hub.options.recordings_dir
+        session = from_thread.run_sync(hub.get, session_id)
+        consult_id = session.consult_id if session is not None else None
+        info = find_recording(root, session_id, consult_id) if root is not None else None
+        if info is None:
+            if session is None:
+                raise NotFoundError(_hidden(principal, session_id))
+            consult = _consult_of(service, principal, session.consult_id, session_id)
+            note.consult(consult)
+            raise NotFoundError(
+                f"live session {session_id} has no recording (it was not recorded, or had no video)"
+            )
+        consult = _consult_of(service, principal, info.consult_id, session_id)
+        note.consult(consult)
+        _may_watch(service, principal)
+        running = session is not None and not session.ended
+        if info.status is RecordingStatus.RECORDING and running:
+            raise ConflictError(
+                f"live session {session_id} is still being recorded; its recording can be downloaded once "
+                "the session ends"
+            )
+        assert root is not None
+        path = recording_paths(root, info.consult_id, info.session_id)[0]
+        if not path.is_file():
+            raise NotFoundError(
+                f"the recording of live session {session_id} is missing from the data directory"
+            )
+        span = request.headers.get("range")
+        note.detail = f"recording of live session {session_id} ({info.size} bytes" + (
+            f", {span[:60]})" if span else ")"
+        )
+    return FileResponse(
+        path,
+        media_type=MEDIA_TYPE,
+        filename=f"live-session-{session_id}.mp4",
+        content_disposition_type="inline",
+    )
 
 
 # -- signalling -----------------------------------------------------------------------------

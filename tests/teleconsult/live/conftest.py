@@ -20,7 +20,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -98,8 +98,15 @@ class Served:
         return self._tokens[user]
 
     def call(self, method: str, user: str | None, path: str, json: Any = None) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token(user)}"} if user else {}
-        return httpx.request(method, f"{self.base}{path}", headers=headers, json=json, timeout=30)
+        return self.call_with(method, user, path, {}, json)
+
+    def call_with(
+        self, method: str, user: str | None, path: str, headers: dict[str, str], json: Any = None
+    ) -> httpx.Response:
+        """``call`` with more request headers (``Range``)."""
+        if user:
+            headers = {**headers, "Authorization": f"Bearer {self.token(user)}"}
+        return httpx.request(method, f"{self.base}{path}", headers=headers, json=json, timeout=60)
 
     async def acall(self, method: str, user: str | None, path: str, json: Any = None) -> httpx.Response:
         """``call`` from inside a test's event loop (the REST call must not block the test's peers)."""
@@ -115,6 +122,11 @@ class Served:
         assert self.hub.loop is not None
         done: asyncio.Future[T] = asyncio.run_coroutine_threadsafe(_call(function), self.hub.loop)  # type: ignore[assignment]
         return done.result(timeout=WAIT)
+
+    def on_server_async(self, function: Callable[[], Awaitable[T]]) -> T:
+        """``await function()`` on the server's event loop."""
+        assert self.hub.loop is not None
+        return asyncio.run_coroutine_threadsafe(function(), self.hub.loop).result(timeout=WAIT)  # type: ignore[arg-type]
 
     def signal_url(self, session_id: str) -> str:
         return f"ws://127.0.0.1:{self.port}/api/live-sessions/{session_id}/signal"

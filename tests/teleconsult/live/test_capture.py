@@ -119,3 +119,29 @@ def test_a_frame_of_a_non_ultrasound_study_is_filed_as_its_modality_and_keeps_th
     )
     assert (ds.Modality, ds.TimezoneOffsetFromUTC) == ("DX", "+0800")
     assert (str(ds.ContentDate), str(ds.ContentTime)[:4]) == ("20261124", "0930")
+
+
+def test_without_recording_only_the_next_seconds_can_be_clipped(served: Served) -> None:
+    """The last seconds come from the recording: a session that is not recorded has none to give."""
+    session = served.start_session()
+    assert session["recorded"] is False
+    path = f"/api/live-sessions/{session['id']}/clip"
+
+    async def scenario() -> None:
+        sender = await join(served, "sono1", session["id"], "sender")
+        viewer = await join(served, "specialist", session["id"], "viewer")
+        await frame_where(await viewer.track("video"), looks_like(RED))
+        last = await served.acall("POST", "specialist", path, {"last_seconds": 1})
+        assert (last.status_code, last.json()["code"]) == (409, "conflict")
+        assert "not recorded" in last.json()["detail"]
+        following = await served.acall("POST", "specialist", path, {"next_seconds": 0.5})
+        assert following.status_code == 201, following.text
+        assert following.json()["frames"] >= 2
+        await sender.close()
+        await viewer.close()
+
+    asyncio.run(scenario())
+    listed = served.call("GET", "specialist", f"/api/live-sessions/recordings?consult_id={served.consult_id}")
+    assert (listed.status_code, listed.json()) == (200, [])
+    missing = served.call("GET", "specialist", f"/api/live-sessions/{session['id']}/recording")
+    assert missing.status_code == 404

@@ -1,16 +1,36 @@
-"""Twenty sessions opened, used and ended leave no task, thread or peer connection behind."""
+"""Twenty sessions opened, used, recorded and ended leave no task, thread or peer connection behind."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import threading
 
+import pytest
 from aiortc import RTCPeerConnection
 
-from tests.teleconsult.live.conftest import RED, WAIT, Served, close_code, frame_where, join, looks_like
+from teleconsult.config import Settings
+from teleconsult.media import MediaOptions
+from teleconsult.media.recording import RecordingStatus, list_recordings
+from tests.teleconsult.live.conftest import (
+    OPTIONS,
+    RED,
+    WAIT,
+    Served,
+    close_code,
+    frame_where,
+    join,
+    looks_like,
+)
 
 SESSIONS = 20
+
+
+@pytest.fixture
+def media_options(app_settings: Settings) -> MediaOptions:
+    """Recorded, as by default: each session's recorder (thread, tasks, mix) must go with it."""
+    return dataclasses.replace(OPTIONS, recordings_dir=app_settings.recordings_dir, record=True)
 
 
 async def _one(served: Served) -> None:
@@ -51,6 +71,8 @@ def test_twenty_sessions_leave_nothing_behind(served: Served) -> None:
                 await asyncio.sleep(0.05)
         assert served.on_server(served.hub.peer_connections) == 0
         assert served.on_server(served.hub.running) == []
+        recordings = list_recordings(served.store.settings.recordings_dir, served.consult_id)
+        assert [r.status for r in recordings] == [RecordingStatus.COMPLETE] * (SESSIONS + 1)
         await asyncio.sleep(0)  # the client loop's own tasks (aiortc timers) finish with their pcs
         assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
 
