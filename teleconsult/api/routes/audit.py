@@ -11,12 +11,13 @@ is itself recorded (ATNA "Audit Log Used").
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, field_validator
 
 from teleconsult.api.auditing import audit_request
 from teleconsult.api.deps import MAX_OFFSET, PRINTABLE, SettingsDep, require_roles
@@ -42,7 +43,16 @@ def _in_utc(value: datetime) -> datetime:
         raise ValueError("the time is out of range once converted to UTC") from exc
 
 
-UTCTime = Annotated[datetime, AfterValidator(_in_utc)]
+def _not_a_number(value: object) -> object:
+    """Pydantic takes a bare number as a Unix time; the API documents ISO 8601 only, so refuse it."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
+        raise ValueError("give the time as ISO 8601, e.g. 2026-11-24T08:00:00+08:00, not a number")
+    return value
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+UTCTime = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_in_utc)]
 
 
 class AuditEventPublic(BaseModel):

@@ -96,6 +96,8 @@ def test_admin_lists_with_filters(api: ApiClient) -> None:
         {"offset": 2**63},
         {"outcome": "maybe"},
         {"since": "yesterday"},
+        {"until": "7.576649432184083e-28"},  # pydantic would read a number as a Unix time
+        {"since": "1700000000"},
         {"since": "0001-01-01T00:00:00+01:00"},  # year 0 in UTC
         {"actor": "sono\x001"},
     ):
