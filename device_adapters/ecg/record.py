@@ -154,6 +154,11 @@ class EcgRecord:
         return self.groups[0]
 
 
+# One volt: a thousand times a large QRS, far above any electrode's range; what is larger is
+# not an ECG in microvolts (and would overflow the 64-bit sample counts below).
+_MAX_MICROVOLTS = 1e6
+
+
 def quantise(values_uv: npt.NDArray[np.float64], name: str) -> Lead:
     """A lead of physical values: the coarsest decimal step that keeps them exact, else 0.1 uV.
 
@@ -164,6 +169,12 @@ def quantise(values_uv: npt.NDArray[np.float64], name: str) -> Lead:
     """
     if values_uv.size == 0 or not np.all(np.isfinite(values_uv)):
         raise EcgImportError(f"lead {name!r} has missing or non-numeric values")
+    peak = float(np.max(np.abs(values_uv)))
+    if peak > _MAX_MICROVOLTS:
+        raise EcgImportError(
+            f"lead {name!r} reaches {peak:.3g} uV, beyond any ECG (at most {_MAX_MICROVOLTS:g} uV): "
+            "wrong units or a damaged file"
+        )
     for step in (1000.0, 100.0, 10.0, 5.0, 1.0, 0.5, 0.1, 0.05, 0.01, 0.005, 0.001):
         counts = np.rint(values_uv / step)
         if np.all(np.abs(counts * step - values_uv) <= step * 1e-6 + 1e-9):
