@@ -427,7 +427,7 @@ class Forwarder:
         """Send one instance; None when the peer stored it, else the reason it did not."""
         destination = entry.destination_ae_title
         try:
-            path = self.store.files.path(entry.file_key)
+            path = self.store.files.local_path(entry.file_key)  # a cached copy when the files are in S3
             context = _exact_context(assoc, entry)
             if context is not None:
                 assert context.context_id is not None

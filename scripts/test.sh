@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(dcmtk dicom3tools orthanc orthanc-dicomweb chromium fonts-wqy-microhei)
+SYSTEM_PACKAGES=(dcmtk dicom3tools orthanc orthanc-dicomweb chromium fonts-wqy-microhei coturn)
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

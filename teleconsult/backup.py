@@ -9,7 +9,9 @@ A backup is a directory:
   so a file already in the backup under its name is the same file: a second
   backup into the same directory copies only what arrived since. Files are
   taken after the index snapshot, so every file the snapshot names is there
-  (the store never deletes a file an index row names);
+  (the store never deletes a file an index row names). With the files in
+  S3 (``TELECONSULT_STORAGE_URL``) the objects are downloaded (streamed)
+  into the same layout, so a backup holds everything whatever the storage;
 - ``secret.key`` when the server made its own (it seals the report signing
   keys: without it, restored reports verify but no one can sign again);
 - ``recordings/`` and ``quarantine/`` when present (live-exam recordings,
@@ -19,7 +21,10 @@ A backup is a directory:
 ``restore`` puts a backup into an empty data directory and an empty
 database of the same kind, then brings the schema up to this version's.
 It refuses a target that already holds an index or files: restoring over
-a running store would mix two histories.
+a running store would mix two histories. With S3 storage the files are
+uploaded to the configured bucket, each unless an object of its key is
+there already (content-addressed: an object there is the same file, and
+objects no index row names are harmless), so the bucket need not be empty.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,8 +44,9 @@ from sqlalchemy import create_engine, select, text
 
 from teleconsult import __version__
 from teleconsult.config import Settings
-from teleconsult.errors import TeleconsultError
+from teleconsult.errors import NotFoundError, TeleconsultError
 from teleconsult.storage.index import normalise_database_url
+from teleconsult.storage.protocol import FileStorage, create_file_storage
 from teleconsult.storage.tables import Instance, InstanceVersion
 
 __all__ = ["BackupError", "BackupSummary", "backup", "restore"]
@@ -120,15 +127,45 @@ def _copy_file(source: Path, target: Path) -> int:
     return target.stat().st_size
 
 
-def _indexed_keys(url: str) -> set[str]:
+def _copy_blocks(blocks: Iterable[bytes], target: Path) -> int:
+    """Write ``blocks`` durably to ``target`` (temporary name, fsync, rename); returns the bytes written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    size = 0
+    with partial.open("wb") as dst:
+        for block in blocks:
+            dst.write(block)
+            size += len(block)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(partial, target)
+    return size
+
+
+def _file_blocks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            yield block
+
+
+def _indexed_files(url: str) -> dict[str, int]:
+    """Every file key the index names, with the file's size."""
     engine = create_engine(normalise_database_url(url))
     try:
         with engine.connect() as conn:
-            keys = {row[0] for row in conn.execute(select(Instance.__table__.c.file_key))}
-            keys.update(row[0] for row in conn.execute(select(InstanceVersion.__table__.c.file_key)))
-        return keys
+            files: dict[str, int] = {}
+            for table in (Instance.__table__, InstanceVersion.__table__):
+                for key, size in conn.execute(select(table.c.file_key, table.c.size)):
+                    files[key] = int(size)
+        return files
     finally:
         engine.dispose()
+
+
+def _open_files(settings: Settings) -> FileStorage:
+    files = create_file_storage(settings)
+    files.open(sweep=False)  # the server may be running: its temporary files are in use
+    return files
 
 
 def _counts(url: str) -> tuple[str, int, int]:
@@ -184,19 +221,24 @@ def backup(settings: Settings, destination: Path) -> BackupSummary:
     else:
         raise BackupError(f"backing up a {dialect} index is not supported (SQLite and PostgreSQL are)")
     revision, studies, instances = _counts(snapshot_url)
-    keys = _indexed_keys(snapshot_url)
-    dicom = settings.data_dir / "dicom"
+    indexed = _indexed_files(snapshot_url)
     copied = present = size = 0
-    for key in sorted(keys):
-        source_file = dicom / key
-        target_file = destination / "dicom" / key
-        if not source_file.is_file():
-            raise BackupError(f"the index names {key}, which is not in {dicom}: run teleconsult store check")
-        if target_file.is_file() and target_file.stat().st_size == source_file.stat().st_size:
-            present += 1
-            continue
-        size += _copy_file(source_file, target_file)
-        copied += 1
+    files = _open_files(settings)
+    try:
+        for key, file_size in sorted(indexed.items()):
+            target_file = destination / "dicom" / key
+            if target_file.is_file() and target_file.stat().st_size == file_size:
+                present += 1
+                continue
+            try:
+                size += _copy_blocks(files.iter_chunks(key), target_file)
+            except NotFoundError as exc:
+                raise BackupError(
+                    f"the index names {key}, which is not in {files.location}: run teleconsult store check"
+                ) from exc
+            copied += 1
+    finally:
+        files.close()
     for name in _EXTRA_DIRS:
         if (settings.data_dir / name).is_dir():
             extra = _copy_tree(settings.data_dir / name, destination / name)
@@ -212,7 +254,7 @@ def backup(settings: Settings, destination: Path) -> BackupSummary:
         schema_revision=revision,
         studies=studies,
         instances=instances,
-        files_indexed=len(keys),
+        files_indexed=len(indexed),
         files_copied=copied,
         files_already_there=present,
         bytes_copied=size,
@@ -221,6 +263,21 @@ def backup(settings: Settings, destination: Path) -> BackupSummary:
     manifest.write_text(json.dumps(asdict(summary), indent=2) + "\n", encoding="utf-8")
     os.replace(manifest, destination / MANIFEST)
     return summary
+
+
+def _upload_tree(settings: Settings, source: Path) -> int:
+    """Upload the backup's files to the object storage, skipping keys it holds; returns files uploaded."""
+    uploaded = 0
+    files = _open_files(settings)
+    try:
+        for path in sorted(source.rglob("*.dcm")):
+            key = path.relative_to(source).as_posix()
+            if not files.exists(key):
+                files.write(key, _file_blocks(path))
+                uploaded += 1
+    finally:
+        files.close()
+    return uploaded
 
 
 def _read_manifest(source: Path) -> dict[str, object]:
@@ -246,7 +303,8 @@ def restore(settings: Settings, source: Path) -> dict[str, object]:
             f"the same kind of database (TELECONSULT_DATABASE_URL)"
         )
     dicom = settings.data_dir / "dicom"
-    if dicom.is_dir() and any(path.is_file() for path in dicom.rglob("*")):
+    local = settings.storage_url is None
+    if local and dicom.is_dir() and any(path.is_file() for path in dicom.rglob("*")):
         raise BackupError(f"{dicom} already holds files: restore into an empty data directory")
     if dialect == "sqlite":
         target = _sqlite_path(url)
@@ -276,7 +334,10 @@ def restore(settings: Settings, source: Path) -> dict[str, object]:
             ],
             "pg_restore",
         )
-    _copy_tree(source / "dicom", dicom)
+    if local:
+        _copy_tree(source / "dicom", dicom)
+    else:
+        _upload_tree(settings, source / "dicom")
     for name in _EXTRA_DIRS:
         if (source / name).is_dir():
             _copy_tree(source / name, settings.data_dir / name)

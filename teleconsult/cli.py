@@ -348,7 +348,14 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
         if not wanted:
             print(f"SOP instance {args.sop_instance_uid} has no such version", file=sys.stderr)
             return 1
-        args.output.write_bytes(store.files.read(wanted[0]["file_key"]))
+        blocks = store.files.iter_chunks(wanted[0]["file_key"])  # streamed: files in S3 too
+        try:
+            with open(args.output, "wb") as out:
+                for block in blocks:
+                    out.write(block)
+        except BaseException:
+            args.output.unlink(missing_ok=True)
+            raise
     finally:
         store.close()
     print(f"wrote {args.output}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -35,6 +35,7 @@ __all__ = [
     "IceServer",
     "KioskDevice",
     "Settings",
+    "bucket_and_prefix",
     "normalise_fingerprint",
     "settings_help",
 ]
@@ -238,6 +239,9 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        # Errors name the setting and say what is wrong, never echo the value: a rejected value may be a
+        # secret (TELECONSULT_SECRET_KEY, TELECONSULT_TURN_SECRET) and `teleconsult` prints them.
+        hide_input_in_errors=True,
     )
 
     # storage
@@ -254,6 +258,29 @@ class Settings(BaseSettings):
     )
     database_auto_migrate: bool = Field(
         True, description="Apply database migrations when a command opens the index."
+    )
+    storage_url: str | None = Field(
+        None,
+        description=(
+            "Where DICOM files live: s3://bucket[/prefix] for S3-compatible object storage (credentials from "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the other standard AWS sources); unset = "
+            "<data_dir>/dicom."
+        ),
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="Endpoint of a non-AWS S3 service (MinIO, Ceph ...), e.g. http://minio:9000; unset = AWS",
+    )
+    s3_region: str | None = Field(
+        None, description="Region of the bucket; unset = AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."
+    )
+    s3_cache_bytes: int = Field(
+        2 * 1024**3,
+        ge=0,
+        description=(
+            "Size of the read-through cache of objects under <data_dir>/cache/s3 (rendering, frames, "
+            "metadata, C-GET/C-MOVE, forwarding read local copies), least recently used evicted first."
+        ),
     )
     uid_root: str | None = Field(
         None,
@@ -612,6 +639,40 @@ class Settings(BaseSettings):
             '"credential": "p"}]; empty = host candidates only (one network, or loopback).'
         ),
     )
+    turn_urls: list[str] = Field(
+        default_factory=list,
+        description=(
+            'JSON list of the URLs of a TURN server run with use-auth-secret (coturn): ["turn:turn.county.'
+            'example:3478?transport=udp", "turns:turn.county.example:5349?transport=tcp"]; every participant '
+            "of a live session is given them with time-limited credentials of its own (needs "
+            "TELECONSULT_TURN_SECRET); empty = no credentials issued."
+        ),
+    )
+    turn_secret: SecretStr | None = Field(
+        None,
+        description=(
+            "The TURN server's static-auth-secret (coturn), 16+ characters: teleconsult signs the TURN "
+            "credentials it issues with it; it is never sent to clients nor logged."
+        ),
+    )
+    turn_ttl_seconds: int = Field(
+        4 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description=(
+            "How long an issued TURN credential can open a relay (the TURN server checks it when a "
+            "relay is allocated); at least TELECONSULT_LIVE_MAX_SECONDS, since clients reuse theirs "
+            "when they reconnect during the session."
+        ),
+    )
+    turn_for_server: bool = Field(
+        False,
+        description=(
+            "The server's own peer connections relay through the TURN server too (credentials issued to "
+            "themselves): for a server whose own addresses the clients cannot reach (a container on a "
+            "bridge network, a server behind NAT); false = the server offers its host candidates only."
+        ),
+    )
     live_idle_timeout_seconds: float = Field(
         300.0,
         gt=0,
@@ -624,7 +685,16 @@ class Settings(BaseSettings):
         8,
         ge=1,
         le=64,
-        description="Viewers one live session takes at once; each costs the server one video encoder.",
+        description="Viewers one live session takes at once.",
+    )
+    live_video_bitrate: int = Field(
+        1_500_000,
+        ge=0,
+        le=20_000_000,
+        description=(
+            "Bits per second of the one VP8 encoding every viewer of a live session receives (0 = an "
+            "encoder per viewer, each adapting to its own network, a fifth of a core per 720p viewer)."
+        ),
     )
     live_recording: bool = Field(
         True,
@@ -701,6 +771,27 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        bucket_and_prefix(value)  # raises ValueError naming the setting
+        return value.strip()
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _s3_endpoint_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(
+                f"TELECONSULT_S3_ENDPOINT_URL {value[:100]!r} must be http(s)://host[:port] (e.g. "
+                "http://minio:9000)"
+            )
+        return value.strip()
+
     @field_validator("broker_url")
     @classmethod
     def _broker_url(cls, value: str | None) -> str | None:
@@ -729,6 +820,45 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError("TELECONSULT_MQTT_URL has an invalid port") from None
         return value
+
+    @field_validator("turn_urls")
+    @classmethod
+    def _turn_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("turn:", "turns:")) or len(url) > 512:
+                raise ValueError(
+                    f"TELECONSULT_TURN_URLS url {url[:80]!r} must start with turn: or turns: "
+                    "(STUN servers go in TELECONSULT_ICE_SERVERS)"
+                )
+        return value
+
+    @field_validator("turn_secret")
+    @classmethod
+    def _turn_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("TELECONSULT_TURN_SECRET must be at least 16 characters (openssl rand -hex 32)")
+        return value
+
+    @model_validator(mode="after")
+    def _turn_consistent(self) -> Settings:
+        if bool(self.turn_urls) != (self.turn_secret is not None):
+            given, missing = (
+                ("TELECONSULT_TURN_URLS", "TELECONSULT_TURN_SECRET")
+                if self.turn_urls
+                else ("TELECONSULT_TURN_SECRET", "TELECONSULT_TURN_URLS")
+            )
+            raise ValueError(f"{given} is set but {missing} is not: TURN credentials need both")
+        if self.turn_for_server and not self.turn_urls:
+            raise ValueError(
+                "TELECONSULT_TURN_FOR_SERVER needs TELECONSULT_TURN_URLS and TELECONSULT_TURN_SECRET"
+            )
+        if self.turn_urls and self.turn_ttl_seconds < self.live_max_seconds:
+            raise ValueError(
+                f"TELECONSULT_TURN_TTL_SECONDS ({self.turn_ttl_seconds}) is shorter than "
+                f"TELECONSULT_LIVE_MAX_SECONDS ({self.live_max_seconds:g}): a participant reconnecting late "
+                "in a session would be refused by the TURN server; raise it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _kiosk_alert_glucose_ordered(self) -> Settings:
@@ -932,6 +1062,30 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         sources.append(file_secret_settings)
         return tuple(sources)
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def bucket_and_prefix(storage_url: str) -> tuple[str, str]:
+    """(bucket, prefix without slashes) of an ``s3://bucket[/prefix]`` TELECONSULT_STORAGE_URL."""
+    parsed = urlsplit(storage_url.strip())
+    bucket = parsed.netloc
+    prefix = parsed.path.strip("/")
+    if (
+        parsed.scheme != "s3"
+        or not _BUCKET.fullmatch(bucket)
+        or ".." in bucket
+        or parsed.query
+        or parsed.fragment
+        or any(part in ("", ".", "..") for part in prefix.split("/") if prefix)
+    ):
+        raise ValueError(
+            f"TELECONSULT_STORAGE_URL {storage_url[:100]!r} must be s3://bucket or s3://bucket/prefix (a "
+            "bucket name of 3-63 lower-case letters, digits, dots and hyphens; a prefix of non-empty "
+            "path segments)"
+        )
+    return bucket, prefix
 
 
 def _config_file_from(*sources: PydanticBaseSettingsSource) -> Path | None:

@@ -15,7 +15,8 @@
     ├── AuthenticationError         no valid credentials (401)
     ├── PermissionDeniedError       valid credentials without the right (403)
     ├── StorageFullError            the disk or a quota is full (A700 / 507)
-    └── IndexUnavailableError       the SQL index cannot be reached (A700 / 503)
+    ├── IndexUnavailableError       the SQL index cannot be reached (A701 / 503)
+    └── StorageUnavailableError     the object storage cannot be reached or refused (A702 / 503)
 
 Each class carries a fixed ``code`` slug, an HTTP status and, where it
 applies, the DIMSE status a C-STORE handler answers with. Messages name the
@@ -39,6 +40,7 @@ __all__ = [
     "ReportSignedError",
     "SOPClassMismatchError",
     "StorageFullError",
+    "StorageUnavailableError",
     "TeleconsultError",
 ]
 
@@ -144,3 +146,11 @@ class IndexUnavailableError(TeleconsultError):
     code = "index-unavailable"
     http_status = 503
     dimse_status = 0xA701
+
+
+class StorageUnavailableError(TeleconsultError):
+    """The object storage (TELECONSULT_STORAGE_URL) did not take or give a file: unreachable, 5xx, refused."""
+
+    code = "storage-unavailable"
+    http_status = 503
+    dimse_status = 0xA702  # Refused: out of resources

@@ -58,7 +58,8 @@ def stored_datasets(
             yield 0xFE00, None
             return
         try:
-            ds = dcmread(context.store.files.path(row["_file_key"]))
+            # the file itself, or a cached copy of the object when the files are in S3
+            ds = dcmread(context.store.files.local_path(row["_file_key"]))
         except Exception:
             logger.exception("stored file of %s cannot be read", row["SOPInstanceUID"])
             yield 0xFF00, Dataset()  # counted as failed by pynetdicom

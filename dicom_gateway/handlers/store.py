@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 # Every status this handler can answer with (checked against pynetdicom's
 # storage status table in the tests).
-STORE_STATUSES = (0x0000, 0xA700, 0xA701, 0xA900, 0xC000, 0xC001)
+STORE_STATUSES = (0x0000, 0xA700, 0xA701, 0xA702, 0xA900, 0xC000, 0xC001)
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -46,6 +46,7 @@ def handle_store(event: Event, context: GatewayContext) -> int | Dataset:
     0x0000 Success: stored (or already stored with the same content).
     0xA700 Refused, out of resources: disk full or instance too large.
     0xA701 Refused, out of resources: the index cannot be written.
+    0xA702 Refused, out of resources: the object storage cannot be reached or refused the file.
     0xA900 Error, data set does not match SOP class.
     0xC000 Error, cannot understand: unparsable data set or mismatched UIDs.
     0xC001 Error, cannot understand: missing or invalid UID.

@@ -30,7 +30,11 @@ class LiveSessionCreate(BaseModel):
 
 
 class IceServerPublic(BaseModel):
-    """An ``RTCIceServer`` for the client's ``RTCPeerConnection`` (TELECONSULT_ICE_SERVERS)."""
+    """An ``RTCIceServer`` for the client's ``RTCPeerConnection``.
+
+    The entries of TELECONSULT_ICE_SERVERS, and with TELECONSULT_TURN_URLS first a TURN entry whose
+    ``username`` and ``credential`` were issued to the caller for this session (time-limited).
+    """
 
     urls: list[str]
     username: str | None = None
@@ -44,7 +48,12 @@ class LiveSessionPublic(BaseModel):
         description="waiting (no sender connected), live (a sender's peer connection is negotiated), ended"
     )
     ice_servers: list[IceServerPublic] = Field(
-        description="Give these to RTCPeerConnection({iceServers}); empty = host candidates only"
+        description=(
+            "Give these to RTCPeerConnection({iceServers}); empty = host candidates only. A TURN entry "
+            "with credentials issued to the caller for this session comes first when the server issues "
+            "them (TELECONSULT_TURN_URLS): they expire (the expiry is the username's first field), so "
+            "ask for the session again rather than keep them"
+        )
     )
     signal_path: str = Field(description="The signalling WebSocket's path (docs/live.md)")
     created_at: datetime
@@ -169,13 +178,19 @@ def _ice(server: IceServer) -> IceServerPublic:
     return IceServerPublic(urls=list(server.urls), username=server.username, credential=server.credential)
 
 
-def live_public(session: LiveSession) -> LiveSessionPublic:
+def live_public(session: LiveSession, participant: str | None = None) -> LiveSessionPublic:
+    """The session as ``participant`` (a username; None: nobody in particular) is shown it.
+
+    ``participant`` gets TURN credentials of its own (``session.ice_servers_for``); without one, only
+    the configured ICE servers are shown. Runs on the session's event loop.
+    """
     view = session.view()
+    servers = session.ice_servers if participant is None else session.ice_servers_for(participant)
     return LiveSessionPublic(
         id=view.session_id,
         consult_id=view.consult_id,
         status=view.status,
-        ice_servers=[_ice(server) for server in session.ice_servers],
+        ice_servers=[_ice(server) for server in servers],
         signal_path=f"/api/live-sessions/{view.session_id}/signal",
         created_at=view.created_at,
         started_by=view.started_by,

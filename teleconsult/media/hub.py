@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from teleconsult.config import IceServer, Settings
 from teleconsult.media.recording import RecordingInfo, delete_recording, expired_recordings
 from teleconsult.media.sessions import LiveSession
+from teleconsult.media.turn import TurnIssuer
 
 if TYPE_CHECKING:
     from teleconsult.domain.consults import Consult
@@ -50,9 +51,11 @@ class MediaOptions:
     """The hub's settings (from ``Settings``; tests shorten the timers)."""
 
     ice_servers: tuple[IceServer, ...] = ()
+    turn: TurnIssuer | None = None  # per-participant TURN credentials (TELECONSULT_TURN_*)
     idle_timeout: float = 300.0
     max_seconds: float = 4 * 3600.0
     max_viewers: int = 8
+    video_bitrate: int = 1_500_000  # the viewers' shared VP8 encoding (0: one encoder per viewer)
     auth_timeout: float = 5.0
     check_interval: float = 1.0
     recordings_dir: Path | None = None  # where recordings are (listed, served, and made when record)
@@ -65,9 +68,11 @@ class MediaOptions:
     def from_settings(cls, settings: Settings) -> MediaOptions:
         return cls(
             ice_servers=tuple(settings.ice_servers),
+            turn=TurnIssuer.from_settings(settings),
             idle_timeout=settings.live_idle_timeout_seconds,
             max_seconds=settings.live_max_seconds,
             max_viewers=settings.live_max_viewers,
+            video_bitrate=settings.live_video_bitrate,
             recordings_dir=settings.recordings_dir,
             record=settings.live_recording,
             retention_days=settings.live_recording_retention_days,
@@ -130,7 +135,9 @@ class MediaHub:
             consult,
             principal,
             ice_servers=self.options.ice_servers,
+            turn=self.options.turn,
             max_viewers=self.options.max_viewers,
+            video_bitrate=self.options.video_bitrate,
             recordings=self.options.recordings_dir if self.options.record else None,
             keep_seconds=self.options.clip_max_seconds,
         )

@@ -38,7 +38,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from aiortc import RTCConfiguration, RTCIceCandidate, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
@@ -57,6 +64,7 @@ from teleconsult.media.errors import (
     SessionFullError,
 )
 from teleconsult.media.recording import RecentVideo, RecordingInfo, SessionRecorder
+from teleconsult.media.shared_video import SharedVp8Video
 from teleconsult.media.sources import SwitchingTrack
 from teleconsult.media.tracks import VoiceMix
 from teleconsult.notifications.protocol import Closing
@@ -70,6 +78,7 @@ if TYPE_CHECKING:
     from teleconsult.config import IceServer
     from teleconsult.domain.consults import Consult
     from teleconsult.domain.identity import Principal
+    from teleconsult.media.turn import TurnIssuer
 
 __all__ = [
     "REPLACED",
@@ -163,7 +172,9 @@ class LiveSession:
         started_by: Principal,
         *,
         ice_servers: Iterable[IceServer] = (),
+        turn: TurnIssuer | None = None,
         max_viewers: int = 8,
+        video_bitrate: int = 1_500_000,
         recordings: Path | None = None,
         keep_seconds: float = 30.0,
     ) -> None:
@@ -184,12 +195,15 @@ class LiveSession:
         self.end_reason: str | None = None
         self.ended_by: str | None = None
         self.snapshots = 0
-        self.ice_servers = tuple(ice_servers)
+        self.ice_servers = tuple(ice_servers)  # TELECONSULT_ICE_SERVERS, the same for everyone
+        self.turn = turn
         self.max_viewers = max_viewers
         self.video = SwitchingTrack("video", depth=2, name=session_id)
         self.audio = SwitchingTrack("audio", depth=10, name=session_id)
         self.voices = VoiceMix(name=session_id)
         self.relay = MediaRelay()
+        self.video_bitrate = video_bitrate
+        self.shared_video: SharedVp8Video | None = None  # made for the first VP8 viewer
         self.recordings = recordings  # where the session is recorded; None: not recorded
         self.keep_seconds = keep_seconds
         self.recorder: SessionRecorder | None = None
@@ -224,6 +238,21 @@ class LiveSession:
     def recent_video(self, seconds: float) -> RecentVideo | None:
         """The recording's last ``seconds`` of encoded video (clips); None when not recorded."""
         return self.recorder.recent(seconds) if self.recorder is not None else None
+
+    def ice_servers_for(self, participant: str) -> tuple[IceServer, ...]:
+        """The ICE servers for ``participant``'s peer connection: TURN credentials of its own, then the rest.
+
+        No credentials once the session has ended (nothing is left to relay).
+        """
+        if self.turn is None or self.ended:
+            return self.ice_servers
+        return (self.turn.issue(self.session_id, participant), *self.ice_servers)
+
+    def server_ice_servers(self) -> tuple[IceServer, ...]:
+        """The ICE servers of the server's own peer connections (first TURN entry is the one aiortc uses)."""
+        if self.turn is None or not self.turn.for_server:
+            return self.ice_servers
+        return (self.turn.issue(self.session_id), *self.ice_servers)
 
     def next_snapshot(self) -> int:
         """The instance number of the session's next capture (1, 2, ...)."""
@@ -266,7 +295,7 @@ class LiveSession:
         """
         role = ParticipantRole(role)
         self._check_offer(peer, role)
-        pc = RTCPeerConnection(_configuration(self.ice_servers))
+        pc = RTCPeerConnection(_configuration(self.server_ice_servers()))
         incoming: dict[str, MediaStreamTrack] = {}
         pc.on("track", lambda track: incoming.setdefault(track.kind, track))
         pc.on("datachannel", lambda channel: self._channel_opened(peer, pc, channel))
@@ -276,7 +305,7 @@ class LiveSession:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             except Exception as exc:  # aiortc's parser raises many kinds; none of them is ours
                 raise InvalidOfferError(f"the offer's SDP cannot be used: {_short(exc)}") from exc
-            outputs = self._attach_outputs(pc, role, incoming)
+            outputs = self._attach_outputs(pc, role, incoming, vp8=_offers_vp8(sdp))
             try:
                 await pc.setLocalDescription(await pc.createAnswer())
             except Exception as exc:
@@ -318,9 +347,18 @@ class LiveSession:
             )
 
     def _attach_outputs(
-        self, pc: RTCPeerConnection, role: ParticipantRole, incoming: dict[str, MediaStreamTrack]
+        self,
+        pc: RTCPeerConnection,
+        role: ParticipantRole,
+        incoming: dict[str, MediaStreamTrack],
+        *,
+        vp8: bool = False,
     ) -> list[MediaStreamTrack]:
-        """What the server sends on this connection, on the m-lines the offer has."""
+        """What the server sends on this connection, on the m-lines the offer has.
+
+        A viewer whose offer has VP8 gets the session's one shared encoding
+        (``shared_video``); any other gets its own encoder of the relayed frames.
+        """
         kinds = {transceiver.kind for transceiver in pc.getTransceivers()}
         outputs: list[MediaStreamTrack] = []
         if role is ParticipantRole.SENDER:
@@ -333,12 +371,27 @@ class LiveSession:
         else:
             if "video" not in kinds:
                 raise InvalidOfferError("a viewer's offer must receive video (a video m-line, recvonly)")
-            outputs.append(self.relay.subscribe(self.video, buffered=False))
+            if vp8 and self.video_bitrate > 0:
+                outputs.append(self._shared().subscribe())
+                for transceiver in pc.getTransceivers():
+                    if transceiver.kind == "video":
+                        transceiver.setCodecPreferences(_VP8_CODECS)
+            else:
+                outputs.append(self.relay.subscribe(self.video, buffered=False))
             if "audio" in kinds:
                 outputs.append(self.relay.subscribe(self.audio, buffered=False))
         for track in outputs:
             pc.addTrack(track)
         return outputs
+
+    def _shared(self) -> SharedVp8Video:
+        if self.shared_video is None:
+            self.shared_video = SharedVp8Video(
+                self.relay.subscribe(self.video, buffered=False),
+                bitrate=self.video_bitrate,
+                name=self.session_id[:8],
+            )
+        return self.shared_video
 
     def _swap(
         self,
@@ -473,6 +526,8 @@ class LiveSession:
         self.audio.stop()
         self.voices.stop()
         closing = []
+        if self.shared_video is not None:
+            closing.append(self.shared_video.close())
         for peer in peers:
             if peer.pc is not None:
                 closing.append(self._close(peer.pc, peer.outputs))
@@ -493,6 +548,16 @@ class LiveSession:
             await pc.close()
         except Exception:  # a transport that failed half-way; it is gone either way
             logger.warning("live %s: closing a peer connection failed", self.session_id, exc_info=True)
+
+
+def _offers_vp8(sdp: str) -> bool:
+    """Whether the offer's video can be VP8 (every browser's can)."""
+    return "VP8/90000" in sdp
+
+
+_VP8_CODECS = [
+    codec for codec in RTCRtpSender.getCapabilities("video").codecs if codec.mimeType == "video/VP8"
+]
 
 
 def _short(exc: BaseException) -> str:

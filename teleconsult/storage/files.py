@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import logging
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from teleconsult.errors import NotFoundError, StorageFullError
 
-__all__ = ["FileStore", "content_key"]
+__all__ = ["FileStore", "check_key", "content_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,19 @@ _TMP_DIR = "tmp"
 
 def content_key(sha256_hex: str) -> str:
     return f"{sha256_hex[:2]}/{sha256_hex}.dcm"
+
+
+def check_key(key: str) -> str:
+    """``key`` if the store could have made it (``content_key``, or the older two-level layout)."""
+    if _KEY.fullmatch(key) is None:
+        raise NotFoundError(f"file key {key!r} is not a key of this store")
+    return key
+
+
+def _blocks(f: io.RawIOBase, block_size: int) -> Iterator[bytes]:
+    with f:
+        while block := f.read(block_size):
+            yield block
 
 
 def _fsync_path(path: Path) -> None:
@@ -90,6 +104,14 @@ class FileStore:
 
     def close(self) -> None:
         self._syncer.shutdown(wait=True)
+
+    @property
+    def location(self) -> str:
+        return str(self._dicom)
+
+    @property
+    def spool_dir(self) -> Path:
+        return self._tmp
 
     def path(self, key: str) -> Path:
         # Keys are only ever made by content_key (now or in the older
@@ -158,6 +180,19 @@ class FileStore:
             return self.path(key).read_bytes()
         except FileNotFoundError as exc:
             raise NotFoundError(f"file {key} is not in the store") from exc
+
+    def local_path(self, key: str) -> Path:
+        """The file itself: local storage needs no copy."""
+        return self.path(key)
+
+    def iter_chunks(self, key: str, *, block_size: int = 1 << 20) -> Iterator[bytes]:
+        """The file in ``block_size`` blocks, unbuffered (the blocks are large)."""
+        path = self.path(key)
+        try:
+            f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"file {key} is not in the store") from exc
+        return _blocks(f, block_size)
 
     def data_set_sha256(self, key: str) -> str:
         """SHA-256 of the data set in a stored file (the bytes after File Meta).

@@ -384,6 +384,7 @@ def build_query(
         columns.append(_studies.c.source_organisation.label("_source_organisation"))
     if level.depth >= 3:
         columns.append(_instances.c.file_key.label("_file_key"))
+        columns.append(_instances.c.size.label("_file_size"))
     stmt = select(*columns).select_from(_from_clause(level))
     for keyword, value in keys.items():
         attribute = ATTRIBUTES.get(keyword)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from pathlib import Path
 
 from teleconsult import metrics
 from teleconsult.config import Settings
@@ -19,11 +18,12 @@ from teleconsult.domain.studies import StoredInstance, StoreOutcome
 from teleconsult.domain.uids import check_uid
 from teleconsult.errors import NotFoundError, TeleconsultError
 from teleconsult.events import Event, EventBus, EventType
-from teleconsult.storage.files import FileStore, content_key
+from teleconsult.storage.files import content_key
 from teleconsult.storage.index import Index, IndexedFile
 from teleconsult.storage.migrate import upgrade
 from teleconsult.storage.outbox import Outbox
 from teleconsult.storage.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, file_meta
+from teleconsult.storage.protocol import FileStorage, create_file_storage
 
 __all__ = ["IMPLEMENTATION_CLASS_UID", "IMPLEMENTATION_VERSION_NAME", "InstanceStore"]
 
@@ -36,7 +36,8 @@ class InstanceStore:
         self.bus = bus or EventBus()
         # Events of other replicas (TELECONSULT_BROKER_URL): only notifications and ECG triage listen.
         self.remote_bus = EventBus()
-        self.files = FileStore(Path(settings.data_dir))
+        # Local files under <data_dir>/dicom, or objects in S3 (TELECONSULT_STORAGE_URL).
+        self.files: FileStorage = create_file_storage(settings)
         self.index = Index(settings.index_url)
         # The forwarding queue: filled by the index transaction, worked by dicom_gateway.forwarder.
         self.outbox = Outbox(self.index, settings)
@@ -71,7 +72,7 @@ class InstanceStore:
         ------
         InvalidInstanceError, InvalidUIDError, SOPClassMismatchError
             The data set cannot be stored as sent; nothing was written.
-        StorageFullError, IndexUnavailableError
+        StorageFullError, StorageUnavailableError, IndexUnavailableError
             A resource failed; nothing was indexed, a retry may succeed.
         """
         started = time.perf_counter()

@@ -57,7 +57,12 @@ from teleconsult.config import Settings
 from teleconsult.consults.service import SYSTEM_ACTOR, ConsultService, consult_event
 from teleconsult.domain.consults import Consult, ConsultAction, ConsultStatus, HistoryEntry, Urgency
 from teleconsult.domain.studies import InstanceRecord
-from teleconsult.errors import IndexUnavailableError, InvalidConsultError, StorageFullError
+from teleconsult.errors import (
+    IndexUnavailableError,
+    InvalidConsultError,
+    StorageFullError,
+    StorageUnavailableError,
+)
 from teleconsult.events import Event, EventBus, EventType
 from teleconsult.storage.ecg_measurements import (
     EcgMeasurementRecord,
@@ -195,7 +200,7 @@ class EcgTriage:
     def _guarded(self, work: Callable[[], Any]) -> None:
         try:
             work()
-        except (IndexUnavailableError, StorageFullError, OSError) as exc:
+        except (IndexUnavailableError, StorageFullError, StorageUnavailableError, OSError) as exc:
             logger.warning("ECG triage paused by an unavailable resource (tried again later): %s", exc)
         except Exception:
             logger.exception("the ECG triage worker failed; it goes on with the next ECG")
@@ -227,8 +232,8 @@ class EcgTriage:
     def analyse(self, sop_instance_uid: str) -> EcgMeasurementRecord | None:
         """Measure, screen, record and (if positive) alert one ECG instance; its row, or None if not an ECG.
 
-        Raises ``IndexUnavailableError`` / ``OSError`` when the index or the
-        file cannot be reached (nothing recorded: it is tried again later).
+        Raises ``IndexUnavailableError`` / ``StorageUnavailableError`` / ``OSError`` when
+        the index or the file cannot be reached (nothing recorded: it is tried again later).
         """
         instance = self.store.index.instance(sop_instance_uid)
         if instance is None or instance.sop_class_uid not in ECG_SOP_CLASS_UIDS:

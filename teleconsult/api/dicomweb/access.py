@@ -68,6 +68,7 @@ class InstanceRef:
     transfer_syntax_uid: str
     number_of_frames: int | None
     file_key: str
+    size: int  # bytes of the stored Part 10 file
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +147,7 @@ def _instance_ref(row: dict[str, Any]) -> InstanceRef:
         transfer_syntax_uid=row["AvailableTransferSyntaxUID"],
         number_of_frames=row["NumberOfFrames"],
         file_key=row["_file_key"],
+        size=int(row["_file_size"]),
     )
 
 

@@ -18,7 +18,7 @@ from teleconsult.api.dicomweb.multipart import ReceivedPart
 from teleconsult.api.dicomweb.part10 import split_part10
 from teleconsult.domain.instances import read_instance_attributes
 from teleconsult.domain.studies import StoredInstance
-from teleconsult.errors import TeleconsultError
+from teleconsult.errors import StorageUnavailableError, TeleconsultError
 from teleconsult.storage.store import InstanceStore
 
 __all__ = [
@@ -54,7 +54,11 @@ class PartResult:
 def store_part(
     part: ReceivedPart, store: InstanceStore, *, organisation: str, study: str | None
 ) -> PartResult:
-    """Store one part as ``organisation``'s; never raises for a bad part."""
+    """Store one part as ``organisation``'s; never raises for a bad part.
+
+    Raises ``StorageUnavailableError`` when the object storage cannot take
+    it: no later part could be stored either, so the request fails (503).
+    """
     content_type = parse_content_type(part.headers.get("content-type"))
     if content_type is not None and content_type.type != DICOM:
         return PartResult(
@@ -92,6 +96,8 @@ def store_part(
             expected_sop_class_uid=meta.sop_class_uid or None,
             expected_sop_instance_uid=meta.sop_instance_uid or None,
         )
+    except StorageUnavailableError:
+        raise
     except TeleconsultError as exc:
         return PartResult(
             sop_class_uid,

@@ -244,8 +244,10 @@ def _may_watch(service: ConsultService, principal: Principal) -> None:
         )
 
 
-def _public(session: LiveSession) -> LiveSessionPublic:
-    public: LiveSessionPublic = from_thread.run_sync(live_public, session)
+def _public(session: LiveSession, principal: Principal) -> LiveSessionPublic:
+    """The session as the caller sees it, with TURN credentials of their own (not for admins: no part)."""
+    participant = None if principal.role is Role.ADMIN else principal.username
+    public: LiveSessionPublic = from_thread.run_sync(live_public, session, participant)
     return public
 
 
@@ -291,7 +293,7 @@ def start_session(
         note.detail = f"live session {session.session_id} of consult {consult.consult_id} {verb}"
     if not created:
         response.status_code = status.HTTP_200_OK
-    return _public(session)
+    return _public(session, principal)
 
 
 @router.get(
@@ -318,7 +320,7 @@ def running_sessions(
         running = [s for s in from_thread.run_sync(hub.running) if s.consult_id == consult.consult_id]
         names = ", ".join(session.session_id for session in running) or "none"
         note.detail = f"running live sessions of consult {consult.consult_id}: {names}"
-    return [_public(session) for session in running]
+    return [_public(session, principal) for session in running]
 
 
 @router.get(
@@ -368,7 +370,7 @@ def read_session(
         session, consult = _session(hub, service, principal, session_id)
         note.consult(consult)
         note.detail = f"live session {session_id}"
-    return _public(session)
+    return _public(session, principal)
 
 
 @router.post(
@@ -391,7 +393,7 @@ def end_session(
         reason = f"ended by {principal.username}"
         ended = from_thread.run(functools.partial(hub.end, session, reason, by=principal.username))
         note.detail = f"live session {session_id} " + (reason if ended else "had ended already")
-    return _public(session)
+    return _public(session, principal)
 
 
 @router.post(

@@ -31,7 +31,7 @@ from teleconsult.api.dicomweb.uris import PREFIX, DicomwebURLs
 from teleconsult.audit import AuditOutcome, Interface
 from teleconsult.config import Settings
 from teleconsult.domain.identity import Principal
-from teleconsult.errors import TeleconsultError
+from teleconsult.errors import StorageUnavailableError, TeleconsultError
 from teleconsult.storage.store import InstanceStore
 
 __all__ = ["router"]
@@ -50,6 +50,7 @@ _ROUTE: dict[str, Any] = {
         409: {"description": "No instance stored; FailedSOPSequence gives each reason", **_STORE_RESPONSE},
         413: {"description": "Body larger than TELECONSULT_HTTP_MAX_UPLOAD_BYTES"},
         415: {"description": 'Not multipart/related; type="application/dicom"'},
+        503: {"description": "The object storage cannot be reached; send the request again later"},
     },
     "openapi_extra": {
         "requestBody": {
@@ -114,8 +115,17 @@ def _store_all(
 ) -> list[PartResult]:
     results = []
     for part in parts:
-        result = store_part(part, store, organisation=principal.organisation, study=study)
-        part.close()
+        try:
+            result = store_part(part, store, organisation=principal.organisation, study=study)
+        except StorageUnavailableError as exc:
+            # The object storage is down: the rest would fail too. The request answers 503;
+            # parts stored before stay stored (sending them again is harmless).
+            _audit_part(
+                request, principal, PartResult("", "", failure_reason=exc.dimse_status, message=exc.message)
+            )
+            raise
+        finally:
+            part.close()
         _audit_part(request, principal, result)
         results.append(result)
     return results
@@ -132,7 +142,7 @@ async def _stow(
             request.stream(),
             boundary,
             max_bytes=settings.http_max_upload_bytes,
-            spool_dir=store.files.root / "tmp",
+            spool_dir=store.files.spool_dir,
         )
     except TeleconsultError as exc:
         await asyncio.to_thread(

@@ -6,6 +6,11 @@ pydicom and Pillow never block the event loop. Files are sent as stored
 unless the client asks for another transfer syntax (see
 ``dicomweb/transcode.py``). A study outside the caller's scope is a 404,
 audited as denied.
+
+Files are read through ``store.files`` (``storage/protocol.py``): whole
+instances are streamed from it (from S3 object storage too, never loaded
+whole); metadata, bulk data, frames and rendering parse a local file
+(``local_path``: the file itself, or a cached copy of the object).
 """
 
 from __future__ import annotations
@@ -41,7 +46,6 @@ from teleconsult.api.dicomweb.media import (
 from teleconsult.api.dicomweb.multipart import (
     FILE_BLOCK_SIZE,
     OutgoingPart,
-    file_chunks,
     multipart_length,
     new_boundary,
     read_ahead,
@@ -53,6 +57,7 @@ from teleconsult.api.dicomweb.transcode import choose_transfer_syntax, convert_f
 from teleconsult.api.dicomweb.uris import PREFIX, DicomwebURLs
 from teleconsult.audit import AuditOutcome, Interface
 from teleconsult.domain.identity import Principal
+from teleconsult.storage.protocol import FileStorage
 from teleconsult.storage.store import InstanceStore
 
 __all__ = ["router"]
@@ -121,8 +126,8 @@ def _multipart_response(parts: list[OutgoingPart], part_type: str) -> StreamingR
     )
 
 
-def _converted(path: Path, syntax: str) -> Iterator[bytes]:
-    yield convert_file(path, syntax)
+def _converted(files: FileStorage, key: str, syntax: str) -> Iterator[bytes]:
+    yield convert_file(files.local_path(key), syntax)
 
 
 def _retrieve(
@@ -146,16 +151,20 @@ def _retrieve(
                 f"in {', '.join(preferences)}; ask for transfer-syntax=* (as stored) or "
                 f"{EXPLICIT_VR_LITTLE_ENDIAN}"
             )
-        path = store.files.path(ref.file_key)
         location = urls.instance(ref.study_instance_uid, ref.series_instance_uid, ref.sop_instance_uid)
         content_type = f"{DICOM}; transfer-syntax={syntax}"
         if syntax == ref.transfer_syntax_uid:
             # The stored Part 10 file (File Meta included, as PS3.18 wants) goes out as it is,
-            # read in large blocks, never parsed.
-            body = partial(file_chunks, path, block_size=FILE_BLOCK_SIZE)
-            parts.append(OutgoingPart(content_type, body, path.stat().st_size, location))
+            # read in large blocks, never parsed; its size is the one the index recorded.
+            body = partial(store.files.iter_chunks, ref.file_key, block_size=FILE_BLOCK_SIZE)
+            if not parts:
+                # The first file is opened (its GET sent, for S3) before the response starts, so a
+                # missing file or unreachable storage is a 404 or 503, not a body cut short.
+                body = partial(iter, body())
+            parts.append(OutgoingPart(content_type, body, ref.size, location))
         else:
-            parts.append(OutgoingPart(content_type, partial(_converted, path, syntax), None, location))
+            converted = partial(_converted, store.files, ref.file_key, syntax)
+            parts.append(OutgoingPart(content_type, converted, None, location))
     _audit(request, principal, located, f"WADO-RS retrieve of {len(parts)} instance(s)")
     return _multipart_response(parts, DICOM)
 
@@ -210,7 +219,7 @@ def _metadata(
     urls = DicomwebURLs(request)
     body = []
     for ref in located.instances:
-        ds = _read_header(store.files.path(ref.file_key), ref.transfer_syntax_uid)
+        ds = _read_header(store.files.local_path(ref.file_key), ref.transfer_syntax_uid)
         bulk = partial(urls.bulkdata, ref.study_instance_uid, ref.series_instance_uid, ref.sop_instance_uid)
         body.append(dataset_to_json(ds, bulk))
     _audit(request, principal, located, f"WADO-RS metadata of {len(body)} instance(s)")
@@ -268,7 +277,7 @@ def retrieve_bulkdata(
     steps = parse_bulk_path(path)
     located = locate(request, store, principal, _READ, study=study, series=series, instance=instance)
     ref = located.instances[0]
-    chunks, length = bulk_value(store.files.path(ref.file_key), ref.transfer_syntax_uid, steps)
+    chunks, length = bulk_value(store.files.local_path(ref.file_key), ref.transfer_syntax_uid, steps)
     _audit(request, principal, located, f"WADO-RS bulk data {path}")
     if form is BulkForm.SINGLE:
         headers = {"Content-Length": str(length)} if length is not None else {}
@@ -298,7 +307,7 @@ def retrieve_frames(
     numbers = parse_frame_list(frames)
     located = locate(request, store, principal, _READ, study=study, series=series, instance=instance)
     ref = located.instances[0]
-    source = FrameSource(store.files.path(ref.file_key), ref.transfer_syntax_uid)
+    source = FrameSource(store.files.local_path(ref.file_key), ref.transfer_syntax_uid)
     source.check(numbers)
     content_type = f"{OCTET_STREAM}; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"
     parts = [OutgoingPart(content_type, partial(source.frame, n), source.frame_length()) for n in numbers]
@@ -367,7 +376,7 @@ def _render_response(
     errors: list[NotAcceptableError] = []
     for ref in located.instances:
         try:
-            data = render_frame(store.files.path(ref.file_key), frame_index, options)
+            data = render_frame(store.files.local_path(ref.file_key), frame_index, options)
         except NotAcceptableError as exc:
             errors.append(exc)
             continue

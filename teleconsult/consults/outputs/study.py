@@ -57,7 +57,7 @@ def _key_images(
         if len(images) >= count:
             break
         try:
-            images.append(KeyImage(record, render(store.files.path(record.file_key))))
+            images.append(KeyImage(record, render(store.files.local_path(record.file_key))))
         except Exception as exc:  # no pixel data (ECG), or a codec not installed: no thumbnail
             logger.debug("no thumbnail of %s: %s", record.sop_instance_uid, exc)
     return tuple(images)
@@ -76,6 +76,6 @@ def read_study_material(
     source = evidence[0] if evidence else (records[0] if records else None)
     if source is None:
         return None
-    header = dcmread(store.files.path(source.file_key), stop_before_pixels=True)
+    header = dcmread(store.files.local_path(source.file_key), stop_before_pixels=True)
     images = _key_images(store, evidence, render, key_images) if render is not None else ()
     return StudyMaterial(header=header, evidence=tuple(evidence), key_images=images)
