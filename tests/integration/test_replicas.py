@@ -62,11 +62,20 @@ def _start(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[bytes], _L
     return process, _Log(process)
 
 
-def _stop(process: subprocess.Popen[bytes], log: _Log) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=60)
-    log.close()
-    assert process.returncode == 0, log.text()[-3000:]
+def _stop(*served: tuple[subprocess.Popen[bytes], _Log]) -> None:
+    """Stop every process (whatever the others did), then say which failed."""
+    for process, _log in served:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process, log in served:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        log.close()
+    for process, log in served:
+        assert process.returncode == 0, log.text()[-3000:]
 
 
 def _wait_for_dicom(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -131,8 +140,7 @@ def test_a_study_stored_through_one_replica_reaches_a_socket_on_the_other(
         for ws in (specialist, other_township):
             if ws is not None:
                 ws.close()
-        _stop(web, web_log)
-        _stop(gateway, gateway_log)
+        _stop((web, web_log), (gateway, gateway_log))
     assert "events shared with other replicas" in web_log.text()
     assert "events shared with other replicas" in gateway_log.text()
 
