@@ -297,8 +297,7 @@ def test_compose_services_as_local_processes(
     finally:
         if specialist is not None:
             specialist.close()
-        _stop(web, web_log)
-        _stop(gateway, gateway_log)
+        _stop((web, web_log), (gateway, gateway_log))
 
     # container logs are JSON lines; each role did its own part
     web_lines, gateway_lines = _json_lines(web_log), _json_lines(gateway_log)
