@@ -175,9 +175,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _open_store(settings: Settings) -> InstanceStore:
+def _open_store(settings: Settings, *, sweep: bool = False) -> InstanceStore:
+    """The store for one command. Only ``serve`` sweeps unfinished temporary files: any other
+    command may run beside a serve whose writes they are."""
     store = InstanceStore(settings)
-    store.open()
+    store.open(sweep=sweep)
     return store
 
 
@@ -197,7 +199,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # Before anything is counted: every gateway process's counts reach /metrics.
         metrics_dir = Path(tempfile.mkdtemp(prefix="teleconsult-metrics-"))
         metrics.enable_multiprocess(metrics_dir)
-    store = _open_store(settings)
+    store = _open_store(settings, sweep=True)
     gateway = None
     tls_gateway = None
     forwarder = None

@@ -42,13 +42,15 @@ class InstanceStore:
         # The forwarding queue: filled by the index transaction, worked by dicom_gateway.forwarder.
         self.outbox = Outbox(self.index, settings)
 
-    def open(self, *, joining: bool = False) -> None:
+    def open(self, *, joining: bool = False, sweep: bool = True) -> None:
         """Create directories, sweep unfinished temp files, migrate the index.
 
         ``joining``: another process of this installation opened the store
         first and may be writing: neither sweep its temporary files nor migrate.
+        ``sweep=False``: migrate if need be, but leave temporary files alone (a
+        command run beside a serve that may be writing them).
         """
-        self.files.open(sweep=not joining)
+        self.files.open(sweep=sweep and not joining)
         if self.settings.database_auto_migrate and not joining:
             upgrade(self.index.engine)
 
