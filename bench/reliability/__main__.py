@@ -1,0 +1,424 @@
+"""``python -m bench.reliability``: nothing acknowledged is lost, under load and through SIGKILLs.
+
+For each gateway process count in ``--workers`` (1, and 0 = one per CPU as
+shipped), against a real ``teleconsult serve`` on loopback with a fresh data
+directory (and, with ``--database-url``, a fresh PostgreSQL schema):
+
+- load: ``--associations`` associations at once x ``--instances`` each,
+  ``--rounds`` times after a warm-up round; one more association asked for
+  while they are all open; RSS, threads and fds of the server's processes
+  from the warmed-up baseline to after the last round;
+- limit (several processes only): associations opened one by one and held,
+  to show the limit is counted per gateway process;
+- crash: ``--senders`` C-STORE senders (the first ``--large-senders`` of them
+  with 2 MiB instances) and ``--stow-senders`` STOW-RS senders stream while
+  ``serve`` is SIGKILLed ``--kills`` times and restarted.
+
+Afterwards every acknowledged instance is looked up (index row, file, SHA-256
+of the data set as sent), ``teleconsult store check`` runs, and the index is
+checked for rows without files and stored counts that disagree with the rows.
+Prints one table; every figure is measured in this run. Exit status 1 if
+anything acknowledged was lost, the store or index is unsound, or a process
+outlived a killed parent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.reliability.scenarios import CrashResult, LimitResult, LoadResult, run_crashes, run_limit, run_load
+from bench.reliability.server import postgres_schema
+from bench.reliability.verify import IN_FLIGHT_STATES
+
+
+@dataclass
+class Row:
+    row: str
+    tried: str
+    acknowledged: str = "-"
+    lost: str = "-"
+    crashed: str = "-"
+    leaked: str = "-"
+    swept: str = "-"
+    seconds: float = 0.0
+    verdict: str = "ok"
+    notes: list[str] = field(default_factory=list)
+
+
+def _workers(text: str) -> list[int]:
+    try:
+        values = [int(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"workers {text!r}: comma-separated numbers") from None
+    if any(value < 0 for value in values):
+        raise argparse.ArgumentTypeError("workers: 0 (one per CPU) or more")
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.reliability", description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", default="load,limit,crash", help="subset of load,limit,crash (all)")
+    parser.add_argument(
+        "--workers", type=_workers, default=[1, 0], help="gateway processes per run, 0 = one per CPU (1,0)"
+    )
+    parser.add_argument("--associations", type=int, default=32, help="load: associations at once (32)")
+    parser.add_argument("--instances", type=int, default=100, help="load: instances per association (100)")
+    parser.add_argument("--rounds", type=int, default=2, help="load: rounds after the warm-up (2)")
+    parser.add_argument(
+        "--max-associations", type=int, default=32, help="TELECONSULT_DICOM_MAX_ASSOCIATIONS (32)"
+    )
+    parser.add_argument("--kills", type=int, default=50, help="crash: SIGKILLs of serve (50)")
+    parser.add_argument("--senders", type=int, default=4, help="crash: C-STORE senders (4)")
+    parser.add_argument(
+        "--large-senders", type=int, default=1, help="crash: of which send 2 MiB instances (1)"
+    )
+    parser.add_argument("--stow-senders", type=int, default=1, help="crash: STOW-RS senders (1)")
+    parser.add_argument(
+        "--min-delay", type=float, default=0.3, help="crash: earliest kill after ready, s (0.3)"
+    )
+    parser.add_argument(
+        "--max-delay", type=float, default=2.0, help="crash: latest kill after ready, s (2.0)"
+    )
+    parser.add_argument(
+        "--kill-grace", type=float, default=5.0, help="crash: s a process may outlive its killed parent (5)"
+    )
+    parser.add_argument("--seed", type=int, help="crash: random seed of the kill moments (random)")
+    parser.add_argument(
+        "--database-url", help="PostgreSQL URL; each run gets a fresh schema (default SQLite)"
+    )
+    parser.add_argument("--work-dir", type=Path, help="parent of the runs' data directories (system temp)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    return parser
+
+
+@contextlib.contextmanager
+def _database(url: str | None) -> Iterator[str | None]:
+    if url is None:
+        yield None
+        return
+    with postgres_schema(url) as schema_url:
+        yield schema_url
+
+
+def _processes(workers: int) -> str:
+    return f"{workers} process" if workers == 1 else ("1 per CPU" if workers == 0 else f"{workers} processes")
+
+
+def _change(before: float, after: float, unit: str = "") -> str:
+    return f"{before:.0f}→{after:.0f}" + (f" {unit}" if unit else "")
+
+
+def _load_row(result: LoadResult, workers: int) -> Row:
+    row = Row(
+        row=f"load, {_processes(workers)}",
+        tried=(
+            f"{result.associations} assoc at once x {result.instances} inst, "
+            f"{result.rounds} round{'s' if result.rounds != 1 else ''} (+ warm-up), "
+            f"{result.processes} gateway proc"
+        ),
+        acknowledged=f"{len(result.acks)}/{result.sent}",
+        crashed="0",
+        seconds=result.seconds,
+    )
+    verification = result.verification
+    assert verification is not None
+    row.lost = str(len(verification.lost))
+    before, after = result.before, result.after
+    if before is not None and after is not None:
+        row.leaked = (
+            f"RSS {_change(before.rss_mib, after.rss_mib, 'MiB')}, "
+            f"threads {_change(before.threads, after.threads)}, fds {_change(before.fds, after.fds)}"
+        )
+        row.notes.append("after each round: " + "; ".join(stats.brief() for stats in result.after_each_round))
+    row.notes.append(
+        f"association {result.associations + 1} while {result.associations} open: {result.extra_association}"
+    )
+    if result.refusals:
+        row.notes.append(f"refused: {dict(result.refusals)}")
+    if result.sender_errors:
+        row.notes.append(f"sender errors: {result.sender_errors[:3]}")
+    row.notes.append(
+        f"index {verification.indexed} instances; store check: {verification.store_check}; "
+        f"exit status {result.exit_status}"
+    )
+    if result.stop_log:
+        row.notes.append("end of the server's log at the stop:\n" + _indent(result.stop_log, 30))
+    problems = []
+    if not verification.ok:
+        problems.append(verification.problems())
+    if len(result.acks) != result.sent:
+        problems.append(f"{result.sent - len(result.acks)} not acknowledged")
+    if result.exit_status != 0:
+        problems.append(f"exit status {result.exit_status}")
+    row.verdict = "FAIL: " + "; ".join(problems) if problems else "ok"
+    return row
+
+
+def _limit_row(result: LimitResult, workers: int, seconds: float) -> Row:
+    kinds = sorted({rejection.text for rejection in result.rejections})
+    row = Row(
+        row=f"limit, {_processes(workers)}",
+        tried=(
+            f"{result.attempts} assoc opened one by one and held, limit {result.max_associations}, "
+            f"{result.processes} gateway proc"
+        ),
+        seconds=seconds,
+    )
+    row.notes.append(
+        f"accepted {result.accepted} (at most {result.processes} x {result.max_associations}), "
+        f"first refusal after {result.first_refusal_after} open; refusals: {', '.join(kinds) or 'none'}"
+    )
+    if result.accepted > result.processes * result.max_associations or result.other_failures:
+        row.verdict = f"FAIL: {result.accepted} accepted, failed otherwise: {result.other_failures[:3]}"
+    return row
+
+
+def _crash_row(result: CrashResult, workers: int) -> Row:
+    verification = result.verification
+    assert verification is not None
+    senders = f"{result.senders} C-STORE ({min(result.senders, result.large_senders)} x 2 MiB)"
+    if result.stow_senders:
+        senders += f" + {result.stow_senders} STOW-RS"
+    by_route: dict[str, int] = {}
+    for ack in result.acks:
+        by_route[ack.via] = by_route.get(ack.via, 0) + 1
+    row = Row(
+        row=f"crash, {_processes(workers)}",
+        tried=(
+            f"{senders} senders streaming, SIGKILL of serve at random, restart; "
+            f"{result.processes} gateway proc"
+        ),
+        acknowledged=" + ".join(f"{count} {via}" for via, count in sorted(by_route.items())) or "0",
+        lost=str(len(verification.lost)),
+        crashed=f"{len(result.kill_reports)} SIGKILL",
+        swept=f"{sum(result.swept)}",
+        seconds=result.seconds,
+    )
+    leftovers = ", ".join(f"{count} {name}-*" for name, count in sorted(result.system_tmp_leftovers.items()))
+    orphans = len(result.orphans)
+    row.leaked = f"orphan procs {orphans}; TMPDIR: {leftovers or 'nothing'}"
+    gone = [report.seconds_to_gone for report in result.kill_reports if report.descendants]
+    if gone:
+        row.notes.append(
+            f"processes below serve gone after the kill: max {max(gone):.1f} s "
+            f"(grace {result.kill_grace:.0f} s)"
+        )
+    if result.orphans:
+        row.notes.append(f"outlived the killed parent: {result.orphans[:2]}")
+    row.notes.append(
+        "in flight at the kills: "
+        + ", ".join(f"{result.in_flight.get(state, 0)} {state}" for state in IN_FLIGHT_STATES)
+        + f"; temporary files left by the kills {sum(result.temporary_after_kill)}, "
+        + f"swept at start {sum(result.swept)}"
+    )
+    row.notes.append(
+        f"restart to ready: median {sorted(result.restart_seconds)[len(result.restart_seconds) // 2]:.1f} s; "
+        f"associations {result.associations}, interrupted {result.interrupted}, resent {result.resent}"
+        if result.restart_seconds
+        else f"associations {result.associations}"
+    )
+    if result.refusals:
+        row.notes.append(
+            f"C-STORE refusals: {{{', '.join(f'{k:#06x}: {v}' for k, v in result.refusals.items())}}}"
+        )
+    if result.stow_failures:
+        row.notes.append(f"STOW-RS not stored (retried): {dict(result.stow_failures)}")
+    row.notes.append(
+        f"index {verification.indexed} instances ({verification.unacknowledged_stored} never acknowledged), "
+        f"{verification.unindexed_files} unindexed files; store check: {verification.store_check}; "
+        f"seed {result.seed}"
+    )
+    if result.stop_log:
+        row.notes.append("end of the server's log at the stop:\n" + _indent(result.stop_log, 30))
+    problems = []
+    if not verification.ok:
+        problems.append(verification.problems())
+    if orphans:
+        problems.append(f"{orphans} processes outlived the killed parent")
+    if result.stuck_senders:
+        problems.append(f"senders stuck: {result.stuck_senders}")
+    if result.exit_status != 0:
+        problems.append(f"exit status {result.exit_status}")
+    row.verdict = "FAIL: " + "; ".join(problems) if problems else "ok"
+    return row
+
+
+def _indent(text: str, lines: int) -> str:
+    return "\n".join(f"      {line}" for line in text.splitlines()[-lines:])
+
+
+def _table(rows: list[Row]) -> str:
+    header = (
+        "row",
+        "what was tried",
+        "acknowledged",
+        "lost",
+        "crashed",
+        "leaked (before→after)",
+        "swept",
+        "time",
+    )
+    cells = [
+        (r.row, r.tried, r.acknowledged, r.lost, r.crashed, r.leaked, r.swept, f"{r.seconds:.0f} s")
+        for r in rows
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell) + " |" for cell in cells]
+    lines.append("")
+    for r in rows:
+        lines.append(f"{r.row}: {r.verdict}")
+        lines += [f"  - {note}" for note in r.notes]
+    return "\n".join(lines)
+
+
+def _environment() -> dict[str, Any]:
+    def run(*command: str) -> str:
+        try:
+            return subprocess.run(
+                command, capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
+        except OSError:
+            return "?"
+
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": run("git", "rev-parse", "--short", "HEAD"),
+        "uncommitted_files": len(run("git", "status", "--porcelain").splitlines()),
+        "uptime": run("uptime"),
+        "cpus": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    scenarios = {item.strip() for item in args.scenarios.split(",")}
+    unknown = scenarios - {"load", "limit", "crash"}
+    if unknown:
+        print(f"unknown scenarios: {sorted(unknown)}", file=sys.stderr)
+        return 2
+    environment = _environment()
+    print(
+        f"{environment['date']}, commit {environment['commit']} "
+        f"(+{environment['uncommitted_files']} uncommitted files), "
+        f"{environment['cpus']} CPUs, index: {'PostgreSQL' if args.database_url else 'SQLite'}\n"
+        f"before: {environment['uptime']}",
+        flush=True,
+    )
+    rows: list[Row] = []
+    raw: list[dict[str, Any]] = []
+
+    def record(name: str, workers: int, measure: Callable[[str | None], Row]) -> None:
+        """Run one scenario on a fresh database; a scenario that breaks is a FAIL row, the rest go on."""
+        started = time.perf_counter()
+        try:
+            with _database(args.database_url) as url:
+                row = measure(url)
+        except Exception as exc:  # reported in the table, then the next scenario
+            row = Row(row=f"{name}, {_processes(workers)}", tried="-", seconds=time.perf_counter() - started)
+            row.verdict = f"FAIL: {type(exc).__name__}: {str(exc)[-1500:]}"
+        rows.append(row)
+        print(f"{row.row}: {row.verdict} ({row.seconds:.0f} s)", flush=True)
+        for note in row.notes:
+            print(f"  - {note}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench-reliability-", dir=args.work_dir) as work:
+        for workers in args.workers:
+            if "load" in scenarios:
+
+                def load(url: str | None, workers: int = workers) -> Row:
+                    result = run_load(
+                        Path(work) / f"load-{workers}",
+                        database_url=url,
+                        workers=workers,
+                        associations=args.associations,
+                        instances=args.instances,
+                        max_associations=args.max_associations,
+                        rounds=args.rounds,
+                    )
+                    raw.append({"scenario": "load", "workers": workers, **_plain(result)})
+                    return _load_row(result, workers)
+
+                record("load", workers, load)
+            if "limit" in scenarios and workers != 1:
+
+                def limit(url: str | None, workers: int = workers) -> Row:
+                    started = time.perf_counter()
+                    result = run_limit(
+                        Path(work) / f"limit-{workers}",
+                        database_url=url,
+                        workers=workers,
+                        max_associations=args.max_associations,
+                    )
+                    raw.append({"scenario": "limit", "workers": workers, **_plain(result)})
+                    return _limit_row(result, workers, time.perf_counter() - started)
+
+                record("limit", workers, limit)
+            if "crash" in scenarios:
+
+                def crash(url: str | None, workers: int = workers) -> Row:
+                    result = run_crashes(
+                        Path(work) / f"crash-{workers}",
+                        database_url=url,
+                        workers=workers,
+                        kills=args.kills,
+                        senders=args.senders,
+                        stow_senders=args.stow_senders,
+                        large_senders=args.large_senders,
+                        min_delay=args.min_delay,
+                        max_delay=args.max_delay,
+                        seed=args.seed,
+                        kill_grace=args.kill_grace,
+                    )
+                    raw.append({"scenario": "crash", "workers": workers, **_plain(result)})
+                    return _crash_row(result, workers)
+
+                record("crash", workers, crash)
+    environment["uptime_after"] = _environment()["uptime"]
+    print()
+    print(_table(rows))
+    print(f"\nafter: {environment['uptime_after']}")
+    if args.json:
+        args.json.write_text(
+            json.dumps({"environment": environment, "rows": _json_ready(rows), "runs": raw}, indent=2)
+        )
+    return 1 if any(r.verdict != "ok" for r in rows) else 0
+
+
+def _plain(result: Any) -> dict[str, Any]:
+    """A result as JSON-ready data, without the per-instance acknowledgements."""
+    data = _json_ready({f.name: getattr(result, f.name) for f in fields(result) if f.name != "acks"})
+    data["acknowledged"] = len(getattr(result, "acks", []))
+    verification = data.get("verification")
+    if isinstance(verification, dict):
+        verification["lost"] = verification["lost"][:20]
+        verification["rows_without_file"] = verification["rows_without_file"][:20]
+    return data  # type: ignore[no-any-return]
+
+
+def _json_ready(value: Any) -> Any:
+    # not dataclasses.asdict: it rebuilds a Counter from (key, value) pairs, counting the pairs
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _json_ready(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
