@@ -688,7 +688,7 @@ class Settings(BaseSettings):
         description="Viewers one live session takes at once.",
     )
     live_video_bitrate: int = Field(
-        1_500_000,
+        600_000,
         ge=0,
         le=20_000_000,
         description=(

@@ -55,7 +55,7 @@ class MediaOptions:
     idle_timeout: float = 300.0
     max_seconds: float = 4 * 3600.0
     max_viewers: int = 8
-    video_bitrate: int = 1_500_000  # the viewers' shared VP8 encoding (0: one encoder per viewer)
+    video_bitrate: int = 600_000  # the viewers' shared VP8 encoding (0: one encoder per viewer)
     auth_timeout: float = 5.0
     check_interval: float = 1.0
     recordings_dir: Path | None = None  # where recordings are (listed, served, and made when record)

@@ -174,7 +174,7 @@ class LiveSession:
         ice_servers: Iterable[IceServer] = (),
         turn: TurnIssuer | None = None,
         max_viewers: int = 8,
-        video_bitrate: int = 1_500_000,
+        video_bitrate: int = 600_000,
         recordings: Path | None = None,
         keep_seconds: float = 30.0,
     ) -> None:

@@ -14,7 +14,7 @@ What a shared encoder cannot do per viewer, and how it is made up for:
   keyframe and asks for one (the next frame is encoded as a keyframe for
   everybody: a few kilobytes more, once). A viewer's own RTCP PLI does not
   reach the shared encoder (aiortc keeps it in the RTP sender), so a
-  keyframe also comes every ``keyframe_interval`` frames (2 s at 30 fps):
+  keyframe also comes every ``keyframe_interval`` frames (5 s at 30 fps):
   a viewer that lost packets beyond what NACK retransmissions repair
   recovers within that.
 - Bitrate: one target for everyone (``TELECONSULT_LIVE_VIDEO_BITRATE``)
@@ -32,6 +32,7 @@ import contextlib
 import fractions
 import logging
 import multiprocessing
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import av
@@ -102,7 +103,7 @@ class SharedVp8Video:
         source: MediaStreamTrack,
         *,
         bitrate: int,
-        keyframe_interval: int = 60,
+        keyframe_interval: int = 150,
         name: str = "",
     ) -> None:
         self.source = source
@@ -116,6 +117,7 @@ class SharedVp8Video:
         self._task: asyncio.Task[None] | None = None
         self._codec: av.video.codeccontext.VideoCodecContext | None = None
         # one thread: libvpx is not re-entrant, and frames must be encoded in order
+        self._last_request = 0.0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vp8-shared-{name}"[:30])
         self._since_keyframe = 0
 
@@ -126,7 +128,7 @@ class SharedVp8Video:
     def subscribe(self) -> EncodedVideoTrack:
         track = EncodedVideoTrack(self)
         self._subscribers.append(track)
-        self.request_keyframe()
+        self._keyframe_wanted = True  # a new viewer waits for one: always granted
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"shared-vp8-{self.name}")
         return track
@@ -136,7 +138,15 @@ class SharedVp8Video:
             self._subscribers.remove(track)
 
     def request_keyframe(self) -> None:
-        self._keyframe_wanted = True
+        """The next frame is encoded as a keyframe, unless one was asked for less than a second ago.
+
+        A viewer that keeps falling behind would otherwise make every frame a keyframe: larger
+        frames, more to send, and further behind.
+        """
+        now = time.monotonic()
+        if now - self._last_request >= 1.0:
+            self._last_request = now
+            self._keyframe_wanted = True
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -174,15 +184,17 @@ class SharedVp8Video:
         if codec is None or (codec.width, codec.height) != (image.width, image.height):
             codec = self._codec = self._open(image.width, image.height)
             keyframe = True
-        copy = VideoFrame.from_ndarray(image.to_ndarray(), format="yuv420p") if keyframe else image
-        if keyframe:
-            copy.pict_type = av.video.frame.PictureType.I
-        copy.pts = frame.pts
-        copy.time_base = frame.time_base or VIDEO_TIME_BASE
-        packets = list(codec.encode(copy))
+        # The picture type is the one thing set on the (shared) frame, for this call only: a copy of
+        # a 720p frame would cost more than the encode. Other consumers read its pixels, not its type.
+        kind = image.pict_type
+        image.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        try:
+            packets = list(codec.encode(image))
+        finally:
+            image.pict_type = kind
         for packet in packets:
             packet.pts = frame.pts
-            packet.time_base = copy.time_base
+            packet.time_base = frame.time_base or VIDEO_TIME_BASE
         return packets
 
     def _open(self, width: int, height: int) -> av.video.codeccontext.VideoCodecContext:

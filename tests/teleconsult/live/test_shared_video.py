@@ -31,9 +31,19 @@ def test_viewers_share_one_encoding_and_a_late_one_starts_at_a_keyframe(served: 
     session = served.start_session()
 
     async def scenario() -> None:
+        participants: list[Participant] = []
+        try:
+            await body(participants)
+        finally:  # an assertion that fails must not leave peers decoding into the next test
+            for participant in participants:
+                await participant.close()
+
+    async def body(participants: list[Participant]) -> None:
         colour = ColourTrack(RED)
         sender = await join(served, "sono1", session["id"], "sender", video=colour)
+        participants.append(sender)
         one = await join(served, "specialist", session["id"], "viewer")
+        participants.append(one)
         await frame_where(await one.track("video"), looks_like(RED))
         live = _session(served, session["id"])
         shared = live.shared_video
@@ -42,6 +52,7 @@ def test_viewers_share_one_encoding_and_a_late_one_starts_at_a_keyframe(served: 
         # a second viewer, minutes later in real life: it is sent a keyframe and sees the picture
         colour.colour = BLUE
         two = await join(served, "specialist2", session["id"], "viewer")
+        participants.append(two)
         for viewer in (one, two):
             await frame_where(await viewer.track("video"), looks_like(BLUE))
         assert served.on_server(lambda: shared.subscribers) == 2
@@ -57,8 +68,6 @@ def test_viewers_share_one_encoding_and_a_late_one_starts_at_a_keyframe(served: 
             while served.on_server(lambda: shared.subscribers) != 1:
                 await asyncio.sleep(0.05)
         await frame_where(await two.track("video"), looks_like(BLUE))  # the other one goes on
-        for participant in (sender, two):
-            await participant.close()
 
     asyncio.run(scenario())
 
