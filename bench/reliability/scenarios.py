@@ -1,11 +1,12 @@
 """The scenarios, shared by the benchmark (full counts) and the tests (short versions).
 
-``run_load``: many associations at once (DCMTK ``dcmsend``), each sending
-its instances, and the association limit checked while as many are held
-open; the server's RSS, threads and descriptors before and after. ``run_limit``: associations opened
-one by one and held, until the server refuses (the limit is per gateway
-process). ``run_crashes``: senders stream while ``serve`` is SIGKILLed at
-random moments and restarted on the same data directory and index.
+``run_load``: many associations at once (DCMTK ``dcmsend``), each sending its
+instances, and the association limit checked while as many are held open;
+the server's RSS, threads and descriptors before and after. ``run_limit``:
+associations opened one by one and held, until the server refuses (the
+limit is per gateway process). ``run_crashes``: senders stream while
+``serve`` is SIGKILLed at random moments and restarted on the same data
+directory and index.
 
 Each returns what was measured; none judges it (the tests and the table do).
 """

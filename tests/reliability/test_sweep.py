@@ -1,13 +1,13 @@
 """The start-up sweep of ``<data dir>/tmp`` must only take files no running process is writing.
 
 ``serve`` removes the temporary files a crash left (``removed N unfinished
-temporary files``). Every other ``teleconsult`` command opens the store the
-same way, so a read-only ``teleconsult study find`` beside a running
-``serve`` deletes the temporary file of a C-STORE being written: that
-C-STORE fails with 0xC211 (a generic failure without a comment) and the
-device has to send it again. Measured with two senders of 8 MiB instances:
-2 of 10 ``study find`` runs removed a file in use, and 2 C-STOREs failed with
-``FileNotFoundError`` on the rename into place.
+temporary files``). Until 009efba every other ``teleconsult`` command opened
+the store the same way, so a read-only ``teleconsult study find`` beside a
+running ``serve`` deleted the temporary file of a C-STORE being written: that
+C-STORE failed with 0xC211 (a generic failure without a comment) and the
+device had to send it again. Measured then with two senders of 8 MiB
+instances: 2 of 10 ``study find`` runs removed a file in use, and 2 C-STOREs
+failed with ``FileNotFoundError`` on the rename into place.
 """
 
 from __future__ import annotations
