@@ -219,7 +219,7 @@ class SharedVp8Video:
             "static-thresh": "1",
             "undershoot-pct": "100",
         }
-        codec.thread_count = max(1, min(4, multiprocessing.cpu_count(), (width * height) // (640 * 480)))
+        codec.thread_count = max(1, min(4, multiprocessing.cpu_count() - 1, (width * height) // (640 * 480)))
         return codec
 
     async def close(self) -> None:
