@@ -334,7 +334,13 @@ class Settings(BaseSettings):
         ),
     )
     dicom_max_associations: int = Field(
-        32, ge=1, le=1024, description="Concurrent associations; more are rejected (transient)."
+        32,
+        ge=1,
+        le=1024,
+        description=(
+            "Concurrent associations per gateway process (and per listener: plain, TLS); more are "
+            "rejected (transient). N gateway processes take up to N times as many."
+        ),
     )
     broker_url: str | None = Field(
         None,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
@@ -98,6 +100,59 @@ async def _read(uploads: list[UploadFile], settings: Settings) -> dict[str, byte
     return files
 
 
+@contextmanager
+def _kept_on_failure(
+    request: Request,
+    principal: Principal,
+    settings: Settings,
+    *,
+    what: str,
+    files: dict[str, bytes],
+    route: str,
+    organisation: str,
+    kept_for: tuple[type[TeleconsultError], ...],
+) -> Iterator[None]:
+    """An upload refused is audited; its files are kept in the quarantine when the fault is in them
+    (``kept_for``) or in a reader (a bug: the caller gets a 500, the files are not lost)."""
+    source = f"upload by {principal.username} (POST {route})"
+    try:
+        yield
+    except TeleconsultError as exc:
+        if isinstance(exc, kept_for):
+            Quarantine(settings.quarantine_dir).keep(
+                files, reason=exc.message, source=source, organisation=organisation
+            )
+        audit_request(
+            request, "instance.store", AuditOutcome.FAILURE, principal=principal,
+            detail=f"{what} refused ({exc.http_status}): {exc.message[:200]}",
+        )  # fmt: skip
+        raise
+    except Exception as exc:
+        Quarantine(settings.quarantine_dir).keep(
+            files,
+            reason=f"unexpected error {type(exc).__name__} (see the teleconsult log)",
+            source=source,
+            organisation=organisation,
+        )
+        audit_request(
+            request, "instance.store", AuditOutcome.FAILURE, principal=principal,
+            detail=f"{what} failed: unexpected {type(exc).__name__}",
+        )  # fmt: skip
+        raise
+
+
+def _audit_stored(
+    request: Request, principal: Principal, what: str, imported: ImportedEcg | ImportedImage
+) -> None:
+    stored = imported.stored
+    audit_request(
+        request, "instance.store", AuditOutcome.SUCCESS, principal=principal,
+        study_instance_uid=stored.study_instance_uid, patient_id=imported.patient_id,
+        detail=f"{what} ({imported.source_format.label}) stored {stored.sop_instance_uid} "
+        f"({stored.outcome.value})",
+    )  # fmt: skip
+
+
 def _import(
     request: Request,
     principal: Principal,
@@ -106,41 +161,13 @@ def _import(
     files: dict[str, bytes],
     organisation: str,
 ) -> ImportedEcg:
-    names = ", ".join(files)[:200]
-    try:
+    what = f"ECG upload {', '.join(files)[:200]}"
+    with _kept_on_failure(
+        request, principal, settings, what=what, files=files, route="/api/devices/ecg",
+        organisation=organisation, kept_for=(EcgImportError, InvalidInstanceError),
+    ):  # fmt: skip
         imported = EcgImporter(settings, store).import_files(files, organisation=organisation)
-    except TeleconsultError as exc:
-        if isinstance(exc, EcgImportError | InvalidInstanceError):
-            Quarantine(settings.quarantine_dir).keep(
-                files,
-                reason=exc.message,
-                source=f"upload by {principal.username} (POST /api/devices/ecg)",
-                organisation=organisation,
-            )
-        audit_request(
-            request, "instance.store", AuditOutcome.FAILURE, principal=principal,
-            detail=f"ECG upload {names} refused ({exc.http_status}): {exc.message[:200]}",
-        )  # fmt: skip
-        raise
-    except Exception as exc:  # a reader's bug: the file is kept all the same, the caller gets a 500
-        Quarantine(settings.quarantine_dir).keep(
-            files,
-            reason=f"unexpected error {type(exc).__name__} (see the teleconsult log)",
-            source=f"upload by {principal.username} (POST /api/devices/ecg)",
-            organisation=organisation,
-        )
-        audit_request(
-            request, "instance.store", AuditOutcome.FAILURE, principal=principal,
-            detail=f"ECG upload {names} failed: unexpected {type(exc).__name__}",
-        )  # fmt: skip
-        raise
-    stored = imported.stored
-    audit_request(
-        request, "instance.store", AuditOutcome.SUCCESS, principal=principal,
-        study_instance_uid=stored.study_instance_uid, patient_id=imported.patient_id,
-        detail=f"ECG upload {names} ({imported.source_format.label}) stored {stored.sop_instance_uid} "
-        f"({stored.outcome.value})",
-    )  # fmt: skip
+    _audit_stored(request, principal, what, imported)
     return imported
 
 
@@ -263,46 +290,19 @@ def _import_image(
         sidecar_name, sidecar_bytes = sidecar
     if sidecar_name == image_name:  # both kept in the quarantine under their names
         sidecar_name = f"{sidecar_name}.json"
-    source = f"upload by {principal.username} (POST /api/devices/images)"
-    try:
+    files = {image_name: content, sidecar_name: sidecar_bytes}
+    what = f"image upload {image_name}"
+    with _kept_on_failure(
+        request, principal, settings, what=what, files=files, route="/api/devices/images",
+        organisation=organisation, kept_for=(ImageImportError, InvalidInstanceError, ImageTooLargeError),
+    ):  # fmt: skip
         demographics: bytes | ImageSidecar = (
             sidecar_from_fields(sidecar) if isinstance(sidecar, dict) else sidecar_bytes
         )
         imported = ImageImporter(settings, store).import_export(
             image_name, content, demographics, organisation=organisation, sidecar_name=sidecar_name
         )
-    except TeleconsultError as exc:
-        if isinstance(exc, ImageImportError | InvalidInstanceError | ImageTooLargeError):
-            Quarantine(settings.quarantine_dir).keep(
-                {image_name: content, sidecar_name: sidecar_bytes},
-                reason=exc.message,
-                source=source,
-                organisation=organisation,
-            )
-        audit_request(
-            request, "instance.store", AuditOutcome.FAILURE, principal=principal,
-            detail=f"image upload {image_name} refused ({exc.http_status}): {exc.message[:200]}",
-        )  # fmt: skip
-        raise
-    except Exception as exc:  # a reader's bug: the export is kept all the same, the caller gets a 500
-        Quarantine(settings.quarantine_dir).keep(
-            {image_name: content, sidecar_name: sidecar_bytes},
-            reason=f"unexpected error {type(exc).__name__} (see the teleconsult log)",
-            source=source,
-            organisation=organisation,
-        )
-        audit_request(
-            request, "instance.store", AuditOutcome.FAILURE, principal=principal,
-            detail=f"image upload {image_name} failed: unexpected {type(exc).__name__}",
-        )  # fmt: skip
-        raise
-    stored = imported.stored
-    audit_request(
-        request, "instance.store", AuditOutcome.SUCCESS, principal=principal,
-        study_instance_uid=stored.study_instance_uid, patient_id=imported.patient_id,
-        detail=f"image upload {image_name} ({imported.source_format.label}) stored {stored.sop_instance_uid} "
-        f"({stored.outcome.value})",
-    )  # fmt: skip
+    _audit_stored(request, principal, what, imported)
     return imported
 
 
