@@ -40,6 +40,7 @@ from dicom_gateway.handlers.move import handle_move
 from dicom_gateway.handlers.store import handle_store
 from dicom_gateway.handlers.worklist import MODALITY_WORKLIST_FIND, dispatch_find
 from dicom_gateway.query import QUERY_RETRIEVE_SOP_CLASSES
+from dicom_gateway.reactor_pacing import ReactorPacing
 from dicom_gateway.sockets import RequestorAE, set_no_delay
 from dicom_gateway.sop_classes import (
     STORAGE_SOP_CLASSES,
@@ -385,6 +386,7 @@ def start_gateway(
         (evt.EVT_N_ACTION, handle_n_action, [context]),
         *auditor.handlers(),  # notification handlers only: who asked for what
         *association_metric_handlers(),
+        *ReactorPacing().handlers(),
     ]
     address = (host if host is not None else settings.dicom_host, port)
     server = ae.start_server(address, block=False, evt_handlers=handlers, ssl_context=ssl_context)
