@@ -344,6 +344,32 @@ def build_ae(settings: Settings) -> GatewayAE:
     return ae
 
 
+# How long stopping waits for an aborted association to finish the request it is handling.
+_STOP_JOIN_SECONDS = 10.0
+
+
+def stop_gateway(server: ThreadedAssociationServer) -> None:
+    """Stop listening, then abort the associations still open and wait for their handlers.
+
+    pynetdicom's ``shutdown`` only closes the listening socket. An open
+    association's threads are not daemon threads, so the process would live
+    on for as long as a peer keeps one open, and once the store is closed it
+    would answer every further C-STORE with a failure. Aborted, the peer
+    knows at once that what it had not been acknowledged must be sent again;
+    a request being handled finishes first (a stored instance whose response
+    is lost is a duplicate when resent, never a loss).
+    """
+    server.shutdown()
+    associations = server.active_associations
+    for assoc in associations:
+        assoc.abort()
+    deadline = time.monotonic() + _STOP_JOIN_SECONDS
+    for assoc in associations:
+        assoc.join(max(0.0, deadline - time.monotonic()))
+        if assoc.is_alive():
+            logger.warning("association with %s still running after abort", assoc.requestor.ae_title)
+
+
 def start_gateway(
     settings: Settings,
     store: InstanceStore,

@@ -58,7 +58,7 @@ def _worker_main(
     relay: RelayEndpoint | None = None,
     tls_port: int | None = None,
 ) -> None:
-    from dicom_gateway.ae import start_gateway
+    from dicom_gateway.ae import start_gateway, stop_gateway
     from teleconsult.log import configure_logging
     from teleconsult.storage.store import InstanceStore
 
@@ -91,7 +91,7 @@ def _worker_main(
                 break
     finally:
         for server in servers:
-            server.shutdown()
+            stop_gateway(server)
         store.close()
         if sender is not None:
             sender.close()

@@ -6,10 +6,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,12 +17,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from teleconsult import __version__, metrics
+from teleconsult import __version__, metrics, runtime_dirs
 from teleconsult.config import Settings, settings_help
 from teleconsult.domain.identity import Role
 from teleconsult.domain.studies import StudyQuery
 from teleconsult.errors import TeleconsultError
 from teleconsult.log import configure_logging
+from teleconsult.serve_lock import lock_data_directory
 from teleconsult.storage.outbox import ForwardStatus
 from teleconsult.storage.store import InstanceStore
 
@@ -187,17 +188,20 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from device_adapters.ecg.inbox import EcgInbox
-    from dicom_gateway.ae import start_gateway
+    from dicom_gateway.ae import start_gateway, stop_gateway
     from dicom_gateway.forwarder import Forwarder
     from dicom_gateway.workers import GatewayWorkers
     from teleconsult.api.app import create_app
     from teleconsult.notifications.relay import UnixDatagramReceiver
 
+    # Before the sweep: a second serve on this data directory stops here.
+    data_dir_lock = lock_data_directory(Path(settings.data_dir))
     processes = 1 if args.no_dicom else settings.gateway_processes()
+    runtime_dirs.sweep_dead()  # what a killed serve could not remove
     metrics_dir = None
     if processes > 1:
         # Before anything is counted: every gateway process's counts reach /metrics.
-        metrics_dir = Path(tempfile.mkdtemp(prefix="teleconsult-metrics-"))
+        metrics_dir = runtime_dirs.private_dir("metrics")
         metrics.enable_multiprocess(metrics_dir)
     store = _open_store(settings, sweep=True)
     gateway = None
@@ -273,14 +277,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         if relay is not None:
             relay.stop()
         if gateway is not None:
-            gateway.shutdown()
+            stop_gateway(gateway)
         if tls_gateway is not None:
-            tls_gateway.shutdown()
+            stop_gateway(tls_gateway)
         if broker is not None:
             broker.stop()
         store.close()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        os.close(data_dir_lock)
         logger.info("stopped")
     return 0
 

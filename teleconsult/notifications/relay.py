@@ -30,13 +30,12 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol
 
+from teleconsult import runtime_dirs
 from teleconsult.events import Event, EventBus
 
 __all__ = [
@@ -149,7 +148,7 @@ class UnixDatagramReceiver:
     def __init__(self, bus: EventBus, *, timeout: float = 0.1) -> None:
         self.bus = bus
         self.received = 0
-        self._directory = Path(tempfile.mkdtemp(prefix="teleconsult-events-"))  # mode 0700
+        self._directory = runtime_dirs.private_dir("events")  # mode 0700
         self._path = str(self._directory / _SOCKET_NAME)
         self._timeout = timeout
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -6,11 +6,13 @@ import time
 from collections.abc import Callable
 
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from dicom_gateway import reactor_pacing
 from tests.conftest import RunningGateway
+from tests.factories import US_IMAGE, make_image
 
 OWN_INTERVAL = 0.001  # pynetdicom 3's default
 
@@ -22,6 +24,7 @@ def _server_duls(gateway: RunningGateway) -> list[object]:
 def _associate(gateway: RunningGateway):  # type: ignore[no-untyped-def]
     ae = AE(ae_title="TOWNUS")
     ae.add_requested_context(Verification)
+    ae.add_requested_context(US_IMAGE, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", gateway.port, ae_title=gateway.settings.ae_title)
     assert assoc.is_established
     return assoc
@@ -73,3 +76,22 @@ def test_two_busy_associations_both_keep_pynetdicoms_interval(start: Callable[..
         first.release()
         if second.is_established:
             second.release()
+
+
+def test_a_large_data_set_leaves_its_association_at_pynetdicoms_interval(
+    start: Callable[..., RunningGateway],
+) -> None:
+    gateway = start()
+    assoc = _associate(gateway)
+    fast = reactor_pacing.ACTIVE_POLL_INTERVAL
+    try:
+        (dul,) = _server_duls(gateway)
+        assert assoc.send_c_store(make_image(rows=64, columns=64)).Status == 0x0000
+        _wait_for(lambda: dul._run_loop_delay == fast)
+        # 1024 x 1024 pixels: over LARGE_DATA_SET
+        assert assoc.send_c_store(make_image(rows=1024, columns=1024, seed=1)).Status == 0x0000
+        assert dul._run_loop_delay == OWN_INTERVAL
+        assert assoc.send_c_echo().Status == 0x0000
+        _wait_for(lambda: dul._run_loop_delay == fast)
+    finally:
+        assoc.release()

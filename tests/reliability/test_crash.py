@@ -84,14 +84,6 @@ def test_sigkill_loses_nothing_acknowledged_with_a_worker_process(tmp_path: Path
     assert result.exit_status == 0, result.stop_log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a gateway worker whose parent was SIGKILLed stops listening and closes its store, "
-        "but its process lives on while any association it holds stays open (pynetdicom's DUL "
-        "threads are not daemon threads), answering new instances 0xC211"
-    ),
-)
 @pytest.mark.timeout(90)
 def test_sigkill_of_serve_takes_its_gateway_workers_down(tmp_path: Path) -> None:
     with Serve(tmp_path / "run", workers=2, http=False) as serve, quiet_pynetdicom():
@@ -118,13 +110,6 @@ def test_sigkill_of_serve_takes_its_gateway_workers_down(tmp_path: Path) -> None
     assert report.orphans == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: on SIGTERM serve closes its store but exits only when every open association ends "
-        "(pynetdicom's DUL threads are not daemon threads); meanwhile new instances get 0xC211"
-    ),
-)
 @pytest.mark.timeout(90)
 def test_sigterm_stops_serve_while_a_device_keeps_sending(tmp_path: Path) -> None:
     with Serve(tmp_path / "run", workers=1, http=False) as serve, quiet_pynetdicom():
