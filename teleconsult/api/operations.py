@@ -3,9 +3,10 @@
 Liveness (``/livez``) answers as long as the process serves HTTP at all, so
 a restart is only triggered by a hung process, never by a database that is
 briefly away (restarting would not bring it back). Readiness (``/readyz``)
-says whether this replica should get traffic: the index answers and its
+says whether this replica should get traffic: the index answers, its
 schema is the one this code was written for (a replica started before
-``teleconsult db upgrade`` ran is not ready). ``/healthz`` stays what it
+``teleconsult db upgrade`` ran is not ready), and DICOM files can be
+stored (the data directory is writable, or the S3 bucket answers). ``/healthz`` stays what it
 always was, liveness plus the index, for the checks that already use it.
 
 ``/metrics`` adds, to the counters the code increments (``teleconsult.metrics``),
@@ -75,7 +76,7 @@ def livez() -> dict[str, Any]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: the index answers and its schema is current",
+    summary="Readiness: the index answers, its schema is current, files can be stored",
     responses={503: {"description": "Not ready; `checks` says which check failed and why"}},
 )
 def readyz(request: Request) -> JSONResponse:
@@ -96,6 +97,10 @@ def readyz(request: Request) -> JSONResponse:
             )
     except Exception as exc:  # any failure to reach the index means: send no traffic here
         checks["index"] = f"cannot be reached ({type(exc).__name__})"
+    try:
+        checks["storage"] = store.files.unavailable() or "ok"
+    except Exception as exc:  # a storage that cannot even be asked is not ready either
+        checks["storage"] = f"cannot be checked ({type(exc).__name__})"
     ready = all(value == "ok" for value in checks.values())
     body = {"status": "ok" if ready else "unavailable", "version": __version__, "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)

@@ -120,6 +120,15 @@ class FileStore:
             raise NotFoundError(f"file key {key!r} is not a key of this store")
         return self._dicom / key
 
+    def unavailable(self) -> str | None:
+        """Why files cannot be stored here now, or None: the directories exist and can be written."""
+        for directory in (self._dicom, self._tmp):
+            if not directory.is_dir():
+                return f"{directory} does not exist"
+            if not os.access(directory, os.W_OK | os.X_OK):
+                return f"{directory} cannot be written by this process"
+        return None
+
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 

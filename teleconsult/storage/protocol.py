@@ -72,6 +72,10 @@ class FileStorage(Protocol):
         """SHA-256 of the data set (the bytes after File Meta) as stored now: the key's own digest."""
         ...
 
+    def unavailable(self) -> str | None:
+        """Why files cannot be stored here now (for ``/readyz``), or None when they can."""
+        ...
+
 
 def create_file_storage(settings: Settings) -> FileStorage:
     """The backend ``settings`` select (not opened yet)."""

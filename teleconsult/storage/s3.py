@@ -344,6 +344,17 @@ class S3FileStore:
         if self._client is not None:
             self._client.close()
 
+    def unavailable(self) -> str | None:
+        """Why objects cannot be stored now, or None: the bucket answers (HeadBucket)."""
+        if self._client is None:
+            return "object storage not opened"
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except _S3_ERRORS as exc:
+            where = self._endpoint_url or "AWS S3"
+            return f"bucket {self.bucket!r} at {where} cannot be reached: {_reason(exc)}"
+        return None
+
     def _name(self, key: str) -> str:
         return self._objects + check_key(key)
 

@@ -252,7 +252,7 @@ def test_compose_services_as_local_processes(
         topology.healthy("teleconsult", web, web_log)
         ready = httpx.get(f"http://127.0.0.1:{topology.http_port}/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
-        assert ready.json()["checks"] == {"index": "ok", "schema": "ok"}
+        assert ready.json()["checks"] == {"index": "ok", "schema": "ok", "storage": "ok"}
 
         # DICOM into the gateway process, the notification out of the HTTP process
         specialist = _open(topology.http_port, "specialist")

@@ -25,8 +25,21 @@ def test_liveness_and_readiness_answer_on_a_current_schema(api: ApiClient) -> No
     assert live.json()["status"] == "ok"
     ready = api.client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"index": "ok", "schema": "ok"}
+    assert ready.json()["checks"] == {"index": "ok", "schema": "ok", "storage": "ok"}
     assert api.client.get("/healthz").status_code == 200
+
+
+def test_a_data_directory_that_cannot_take_files_is_not_ready(api: ApiClient) -> None:
+    spool = api.store.files.spool_dir
+    spool.rmdir()
+    try:
+        ready = api.client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["storage"] == f"{spool} does not exist"
+        assert api.client.get("/livez").status_code == 200
+    finally:
+        spool.mkdir()
+    assert api.client.get("/readyz").status_code == 200
 
 
 def test_a_schema_behind_the_code_is_not_ready_but_alive(

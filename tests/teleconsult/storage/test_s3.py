@@ -324,3 +324,16 @@ def test_backup_downloads_the_objects_and_restore_uploads_them(s3: S3Server, tmp
         assert listing["KeyCount"] == 3
     finally:
         restored.close()
+
+
+def test_readiness_of_object_storage_follows_the_bucket(
+    s3_store: InstanceStore, s3_settings: Settings, s3: S3Server
+) -> None:
+    assert s3_store.files.unavailable() is None
+    s3.client().delete_bucket(Bucket=_bucket(s3_settings))
+    reason = s3_store.files.unavailable()
+    assert reason is not None
+    assert f"bucket {_bucket(s3_settings)!r}" in reason
+    assert "cannot be reached" in reason
+    s3.stop()
+    assert "cannot be reached" in (s3_store.files.unavailable() or "")
