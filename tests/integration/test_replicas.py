@@ -116,7 +116,9 @@ def test_a_study_stored_through_one_replica_reaches_a_socket_on_the_other(
     _cli(env, "user", "add", "specialist", "--password", PASSWORD, "--role", "specialist", "--org", "COUNTY")
     _cli(env, "user", "add", "sono2", "--password", PASSWORD, "--role", "sonographer", "--org", "TOWN02")
 
-    gateway, gateway_log = _start(env, "--no-http")
+    # Each replica has a data directory of its own (one serve per directory), as in docker-compose.yml.
+    gateway_env = {**env, "TELECONSULT_DATA_DIR": str(tmp_path / "gateway-data")}
+    gateway, gateway_log = _start(gateway_env, "--no-http")
     web, web_log = _start(env, "--no-dicom")
     specialist = other_township = None
     try:
