@@ -6,8 +6,9 @@ briefly away (restarting would not bring it back). Readiness (``/readyz``)
 says whether this replica should get traffic: the index answers, its
 schema is the one this code was written for (a replica started before
 ``teleconsult db upgrade`` ran is not ready), and DICOM files can be
-stored (the data directory is writable, or the S3 bucket answers). ``/healthz`` stays what it
-always was, liveness plus the index, for the checks that already use it.
+stored (the data directory is writable, or the S3 bucket answers).
+``/healthz`` stays what it always was, liveness plus the index, for the
+checks that already use it.
 
 ``/metrics`` adds, to the counters the code increments (``teleconsult.metrics``),
 gauges read at scrape time from the live objects of this process: forward

@@ -38,7 +38,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from teleconsult.domain.instances import InstanceAttributes
 from teleconsult.domain.studies import (
@@ -234,7 +234,7 @@ class Index:
         self._study_by_uid = _Prepared(self._sql.study_by_uid, dialect)
         self._insert_study = _Prepared(self._sql.insert_study, dialect)
         self._insert_patient = _Prepared(self._sql.insert_patient, dialect)
-        self._driver_errors: tuple[type[BaseException], ...] = (dialect.loaded_dbapi.OperationalError,)
+        self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
         # series_instance_uid -> (series pk, study pk) of committed rows; rows
         # are never deleted, so a cached pk stays valid across processes.
         self._series_cache: OrderedDict[str, tuple[int, int]] = OrderedDict()
@@ -272,18 +272,33 @@ class Index:
                 if self.dialect == "sqlite":
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
                 # The same DBAPI connection, so the same transaction.
-                self._local.cursor = conn.connection.cursor()
-                yield conn
+                cursor = self._local.cursor = conn.connection.cursor()
+                try:
+                    yield conn
+                except self._driver_error as exc:
+                    # Raised on the driver's cursor, past SQLAlchemy: treated as SQLAlchemy
+                    # treats its own statements' errors (a lost server connection is
+                    # invalidated, so the pool never hands it out again; the error is wrapped).
+                    lost = self.engine.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+                    if lost:
+                        conn.invalidate()
+                    raise DBAPIError.instance(
+                        None,
+                        None,
+                        exc,
+                        self._driver_error,
+                        connection_invalidated=lost,
+                        dialect=self.engine.dialect,
+                    ) from exc
             if pending:
                 with self._cache_lock:
                     self._series_cache.update(pending)
                     while len(self._series_cache) > 4096:
                         self._series_cache.popitem(last=False)
-        except (OperationalError, *self._driver_errors) as exc:
-            reason = type(exc.orig if isinstance(exc, OperationalError) else exc).__name__
+        except OperationalError as exc:
             raise IndexUnavailableError(
                 f"the index at {self.engine.url.render_as_string(hide_password=True)} "
-                f"cannot be written ({reason}); retry later",
+                f"cannot be written ({type(exc.orig).__name__}); retry later",
                 comment="Index unavailable; resend later",
             ) from exc
         finally:

@@ -11,17 +11,21 @@ from __future__ import annotations
 import time
 
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from teleconsult import audit as audit_module
 from teleconsult.audit import AuditEvent, AuditLog, AuditOutcome, Interface
+from teleconsult.domain.studies import StoreOutcome
+from teleconsult.errors import IndexUnavailableError
 from teleconsult.storage import identity as identity_module
 from teleconsult.storage.identity import IdentityStore
 from teleconsult.storage.index import _planned_per_value
 from teleconsult.storage.matching import Level
 from teleconsult.storage.store import InstanceStore
 from teleconsult.storage.transactions import reader, reading
+from tests.factories import encode, make_image
 
 _EVENT = AuditEvent(
     action="query",
@@ -63,6 +67,38 @@ def test_a_dead_pooled_connection_is_replaced_after_an_idle_spell(store: Instanc
     admin.dispose()
     time.sleep(1.2)  # longer than the idle time after which a connection is pinged
     assert store.index.counts()["instances"] == 0  # no error: the pool replaced the dead connection
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pooled
+
+
+def test_an_ingest_on_a_connection_lost_under_it_is_refused_and_the_next_one_is_stored(
+    store: InstanceStore,
+) -> None:
+    """The ingest statements run on the driver's cursor; a lost connection still leaves the pool."""
+    engine = store.index.engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server connection to lose")
+    first, second = make_image(seed=1), make_image(seed=2)
+    store.store_instance(
+        encode(first), ExplicitVRLittleEndian, calling_ae_title="T", source_organisation="TOWN01"
+    )
+    with engine.connect() as conn:
+        pooled = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    admin = create_engine(engine.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pooled}).scalar_one()
+    admin.dispose()
+    # Used less than a second ago: handed out without a ping, dead under the first statement.
+    with pytest.raises(IndexUnavailableError) as refused:
+        store.store_instance(
+            encode(second), ExplicitVRLittleEndian, calling_ae_title="T", source_organisation="TOWN01"
+        )
+    assert refused.value.dimse_status == 0xA701
+    stored = store.store_instance(
+        encode(second), ExplicitVRLittleEndian, calling_ae_title="T", source_organisation="TOWN01"
+    )
+    assert stored.outcome is StoreOutcome.STORED
+    assert store.index.counts()["instances"] == 2
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pooled
 
