@@ -59,6 +59,7 @@ def _worker_main(
     tls_port: int | None = None,
 ) -> None:
     from dicom_gateway.ae import start_gateway, stop_gateway
+    from teleconsult.heap import freeze_startup_heap
     from teleconsult.log import configure_logging
     from teleconsult.storage.store import InstanceStore
 
@@ -85,6 +86,7 @@ def _worker_main(
             )
         ports = "+".join(str(server.server_address[1]) for server in servers)
         logger.info("gateway worker %d serving %s:%s", os.getpid(), host, ports)
+        freeze_startup_heap()
         while not stop.wait(1.0):
             if os.getppid() != parent_pid:
                 logger.warning("gateway worker %d: parent %d is gone, stopping", os.getpid(), parent_pid)

@@ -192,6 +192,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from dicom_gateway.forwarder import Forwarder
     from dicom_gateway.workers import GatewayWorkers
     from teleconsult.api.app import create_app
+    from teleconsult.heap import freeze_startup_heap
     from teleconsult.notifications.relay import UnixDatagramReceiver
 
     # Before the sweep: a second serve on this data directory stops here.
@@ -259,6 +260,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             ecg_inbox = EcgInbox(settings, store)
             ecg_inbox.start()
         if args.no_http:
+            freeze_startup_heap()
             threading.Event().wait()
         else:
             app = create_app(settings, store)
@@ -266,6 +268,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
             )
             logger.info("HTTP API on http://%s:%d", settings.http_host, settings.http_port)
+            frozen = freeze_startup_heap()
+            logger.debug("start-up heap frozen: %d objects", frozen)
             uvicorn.Server(config).run()
     finally:
         if ecg_inbox is not None:

@@ -301,6 +301,14 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Most matches one QIDO-RS response returns; more are paged with limit/offset.",
     )
+    http_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Web origins (https://host[:port]) besides the server's own whose pages may open its "
+            'WebSockets, as a JSON list; ["*"] allows any. A browser opening one from another site is '
+            "refused at the handshake (403); clients that send no Origin (devices, scripts) are not."
+        ),
+    )
 
     # dicom
     ae_title: str = Field("TELECONSULT", description="AE title of the DICOM gateway.")

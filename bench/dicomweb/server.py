@@ -56,6 +56,9 @@ def analyze(data_dir: Path, database_url: str | None) -> None:
     freshly loaded schema as if the tables were empty (30 s for one year),
     until autovacuum happens to analyse the tables; and without a vacuum,
     autovacuum's own pass over 100,000 new rows runs beside the measurements.
+    Then the load's writes are flushed (a checkpoint, then ``sync``): left
+    to the checkpointer's and the kernel's own pace they went on for minutes,
+    writing beside the measurements.
     """
     from sqlalchemy import text
 
@@ -67,11 +70,15 @@ def analyze(data_dir: Path, database_url: str | None) -> None:
         if engine.dialect.name == "postgresql":
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text("VACUUM ANALYZE"))
+                conn.execute(text("CHECKPOINT"))
         else:
             with engine.begin() as conn:
                 conn.execute(text("ANALYZE"))
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         store.close()
+    os.sync()
 
 
 def _server_main(data_dir: str, database_url: str | None, conn: Connection) -> None:
@@ -79,6 +86,7 @@ def _server_main(data_dir: str, database_url: str | None, conn: Connection) -> N
     import uvicorn
 
     from teleconsult.api.app import create_app
+    from teleconsult.heap import freeze_startup_heap
     from teleconsult.storage.store import InstanceStore
 
     # The corpus's 11,000 ECGs (16-sample stubs, stored just before) would all be new to the ECG
@@ -91,6 +99,7 @@ def _server_main(data_dir: str, database_url: str | None, conn: Connection) -> N
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings, store), host=HOST, port=0, log_level="warning", access_log=False)
     )
+    freeze_startup_heap()  # as serve does
     thread = threading.Thread(target=server.run, name="uvicorn")
     thread.start()
     while not server.started and thread.is_alive():

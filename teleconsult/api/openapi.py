@@ -8,7 +8,8 @@ clients receive:
 - every 4xx/5xx answer is ``application/problem+json`` (RFC 9457) with the
   ``Problem`` schema, validation errors (422) with their ``errors`` list;
 - every operation that needs a bearer token documents ``401`` with its
-  ``WWW-Authenticate`` header;
+  ``WWW-Authenticate`` header, and ``503`` with ``Retry-After``: checking the
+  token reads the index, which may be unreachable (``problems.py``);
 - the validation schemas FastAPI added for its own 422 body are dropped.
 
 Routes still declare what is particular to them (``403`` for roles,
@@ -30,6 +31,7 @@ __all__ = ["FieldError", "Problem", "install_openapi", "problem_response"]
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _UNAUTHORISED = "No valid bearer token (missing, expired or forged): sign in at POST /api/auth/token"
+_UNREACHABLE = "The index (database) cannot be reached, as while it restarts: nothing changed, retry later"
 
 
 class FieldError(BaseModel):
@@ -64,6 +66,11 @@ def _document_operation(operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     if operation.get("security") and "401" not in responses:
         responses["401"] = {"description": _UNAUTHORISED}
+    if operation.get("security") and "503" not in responses:
+        responses["503"] = {
+            "description": _UNREACHABLE,
+            "headers": {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}},
+        }
     for status, response in responses.items():
         if not _is_error(status):
             continue

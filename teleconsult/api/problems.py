@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from teleconsult.api.auditing import audit_request
 from teleconsult.audit import AuditOutcome
-from teleconsult.errors import AuthenticationError, PermissionDeniedError, TeleconsultError
+from teleconsult.errors import (
+    AuthenticationError,
+    IndexUnavailableError,
+    PermissionDeniedError,
+    TeleconsultError,
+)
 
 __all__ = ["install_problem_handlers", "problem"]
 
 PROBLEM_JSON = "application/problem+json"
+# When a client may try again after the index could not be reached.
+RETRY_AFTER_SECONDS = 5
+
+logger = logging.getLogger(__name__)
 
 
 def problem(request: Request, status: int, title: str, detail: str, code: str, **extra: Any) -> JSONResponse:
@@ -45,6 +57,28 @@ def install_problem_handlers(app: FastAPI) -> None:
         response = problem(request, exc.http_status, exc.code.replace("-", " "), exc.message, exc.code)
         if isinstance(exc, AuthenticationError):
             response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _index_unreachable(request: Request, exc: DBAPIError) -> JSONResponse | None:
+        # The database server is down, restarting or unreachable: the request can be tried again,
+        # as a C-STORE refused 0xA701 can. Nothing was committed for it.
+        cause = type(exc.orig).__name__
+        if isinstance(request, WebSocket):  # a socket's handler failed past its handshake
+            logger.error("WEBSOCKET %s: the index cannot be reached (%s)", request.url.path, cause)
+            with contextlib.suppress(RuntimeError, OSError):
+                await request.close(1011)
+            return None
+        logger.error("%s %s: the index cannot be reached (%s)", request.method, request.url.path, cause)
+        response = problem(
+            request,
+            IndexUnavailableError.http_status,
+            "index unavailable",
+            "the index (database) cannot be reached; nothing was changed, retry later",
+            IndexUnavailableError.code,
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
     @app.exception_handler(HTTPException)

@@ -14,15 +14,17 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from fastapi import WebSocket
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.websockets import WebSocketDisconnect
 
 from teleconsult.audit import AuditEvent, AuditLog, AuditOutcome, Interface
 from teleconsult.domain.identity import Principal
-from teleconsult.errors import AuthenticationError, TeleconsultError
+from teleconsult.errors import AuthenticationError, IndexUnavailableError, TeleconsultError
 from teleconsult.notifications.protocol import (
     INTERNAL_ERROR,
     Closing,
@@ -32,9 +34,11 @@ from teleconsult.notifications.protocol import (
     unauthenticated,
 )
 
-__all__ = ["audit_socket", "authenticate", "receive_text", "refuse"]
+__all__ = ["accept", "audit_socket", "authenticate", "origin_allowed", "receive_text", "refuse"]
 
 logger = logging.getLogger(__name__)
+
+POLICY_VIOLATION = 1008
 
 T = TypeVar("T")
 
@@ -90,6 +94,41 @@ async def audit_socket(
     await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, job))
 
 
+def origin_allowed(origin: str | None, host: str | None, allowed: Sequence[str]) -> bool:
+    """Whether a page of ``origin`` may open a socket on the server reached as ``host``.
+
+    No Origin is a client that is not a browser page (the ultrasound
+    sender, a script): the token is its proof. A page is let in from the
+    server's own origin (the web client, through a proxy that passes Host
+    on, as docs/security.md configures it) or from one configured in
+    ``TELECONSULT_HTTP_ALLOWED_ORIGINS``. The token already keeps a page of
+    another site out (it cannot read the token), so this is a second wall
+    against cross-site WebSocket hijacking, not the first.
+    """
+    if origin is None:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    if "*" in allowed or origin in {entry.strip().rstrip("/").lower() for entry in allowed}:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and bool(host) and parts.netloc == (host or "").strip().lower()
+
+
+async def accept(websocket: WebSocket, *, action: str, resource: str, name: str) -> bool:
+    """Accept the handshake, or refuse a page of another site with 403 (audited) and return False."""
+    settings = websocket.app.state.settings
+    origin = websocket.headers.get("origin")
+    if origin_allowed(origin, websocket.headers.get("host"), settings.http_allowed_origins):
+        await websocket.accept()
+        return True
+    detail = f"origin {str(origin)[:200]!r} is neither this server nor in TELECONSULT_HTTP_ALLOWED_ORIGINS"
+    address = websocket.client.host if websocket.client else "?"
+    logger.warning("%s socket from %s refused: %s", name, address, detail)
+    await audit_socket(websocket, action, AuditOutcome.DENIED, resource=resource, detail=detail)
+    await websocket.close(POLICY_VIOLATION)  # before accepting: the handshake is answered 403
+    return False
+
+
 async def receive_text(websocket: WebSocket) -> str | None:
     """The next text message (None for a binary one); ``WebSocketDisconnect`` when the client left."""
     message = await websocket.receive()
@@ -140,6 +179,9 @@ async def authenticate(
         closing = unauthenticated(exc.message)
     except TeleconsultError as exc:  # the index cannot be read: try again later
         closing = Closing(INTERNAL_ERROR, exc.code, exc.message, exc.http_status)
+    except (OperationalError, InterfaceError):  # the database server is down or unreachable
+        unavailable = IndexUnavailableError("the index (database) cannot be reached; retry later")
+        closing = Closing(INTERNAL_ERROR, unavailable.code, unavailable.message, unavailable.http_status)
     except WebSocketDisconnect:
         await audit_socket(
             websocket, action, AuditOutcome.DENIED, resource=resource, detail="left before authenticating"
@@ -147,6 +189,12 @@ async def authenticate(
         return None
     address = websocket.client.host if websocket.client else "?"
     logger.info("%s socket from %s refused: %s", name, address, closing.detail)
-    await audit_socket(websocket, action, AuditOutcome.DENIED, resource=resource, detail=closing.detail)
+    try:
+        await audit_socket(websocket, action, AuditOutcome.DENIED, resource=resource, detail=closing.detail)
+    except (OperationalError, InterfaceError):
+        # The database is down (the likely reason for this refusal too): the refusal still goes out.
+        logger.error(
+            "%s socket from %s: the refusal could not be audited, the index is unreachable", name, address
+        )
     await refuse(websocket, closing, resource)
     return None

@@ -1,7 +1,7 @@
 """multipart/related bodies (RFC 2387) in both directions, streamed.
 
 Writing (WADO-RS): parts are produced lazily, stored files read in blocks of
-at most 4 MiB (``FILE_BLOCK_SIZE``), so a study of large images never sits
+at most 2 MiB (``FILE_BLOCK_SIZE``), so a study of large images never sits
 in memory. Reading (STOW-RS): python-multipart's low-level
 ``MultipartParser`` (the one Starlette uses, indifferent to the multipart
 subtype) scans the request stream; each part goes to its own

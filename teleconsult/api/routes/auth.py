@@ -37,7 +37,10 @@ class MePublic(BaseModel):
     "/auth/token",
     response_model=TokenPublic,
     summary="Sign in (OAuth2 password grant) or refresh (refresh_token grant)",
-    responses={401: {"description": "Wrong credentials, or an invalid refresh token"}},
+    responses={
+        401: {"description": "Wrong credentials, or an invalid refresh token"},
+        503: {"description": "The index (database) cannot be reached: retry later"},
+    },
 )
 def token(
     request: Request,

@@ -26,7 +26,7 @@ from starlette.websockets import WebSocketDisconnect
 from teleconsult.api.deps import principal_from_token
 from teleconsult.api.openapi import problem_response
 from teleconsult.api.problems import problem
-from teleconsult.api.sockets import audit_socket, authenticate, receive_text
+from teleconsult.api.sockets import accept, audit_socket, authenticate, receive_text
 from teleconsult.audit import AuditOutcome
 from teleconsult.consults.access import viewer_of
 from teleconsult.domain.consults import ConsultViewer
@@ -180,7 +180,8 @@ async def _read(websocket: WebSocket, connection: Connection) -> bool:
 @router.websocket(EVENTS_PATH)
 async def events_socket(websocket: WebSocket) -> None:
     hub: NotificationHub = websocket.app.state.notifications
-    await websocket.accept()
+    if not await accept(websocket, action="events.connect", resource=EVENTS_PATH, name="events"):
+        return
     signed_in = await _authenticate(websocket, hub)
     if signed_in is None:
         return

@@ -50,7 +50,7 @@ from teleconsult.api.live_schemas import (
 )
 from teleconsult.api.openapi import problem_response
 from teleconsult.api.problems import problem
-from teleconsult.api.sockets import audit_socket, authenticate, receive_text, refuse
+from teleconsult.api.sockets import accept, audit_socket, authenticate, receive_text, refuse
 from teleconsult.audit import AuditEvent, AuditLog, AuditOutcome, Interface
 from teleconsult.consults import ConsultService, HiddenError
 from teleconsult.domain.consults import CLOSED, Consult
@@ -680,7 +680,8 @@ class _SocketSignalling:
 async def signal_socket(websocket: WebSocket, session_id: str) -> None:
     hub: MediaHub = websocket.app.state.media
     path = f"{LIVE_PATH}/{session_id[:64]}/signal"
-    await websocket.accept()
+    if not await accept(websocket, action="live.connect", resource=path, name="live signalling"):
+        return
     principal = await authenticate(
         websocket,
         hub.options.auth_timeout,

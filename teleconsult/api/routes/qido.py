@@ -8,7 +8,6 @@ array lets every client parse the body the same way).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -16,7 +15,12 @@ from fastapi import APIRouter, Request, Response
 from teleconsult.api.auditing import audit_request
 from teleconsult.api.deps import PrincipalDep, SettingsDep, StoreDep
 from teleconsult.api.dicomweb.access import SeriesPath, StudyPath, path_uid, study_owner
-from teleconsult.api.dicomweb.dicomjson import DicomJSONResponse, keyword_attribute, rows_to_json_text
+from teleconsult.api.dicomweb.dicomjson import (
+    Computed,
+    DicomJSONResponse,
+    keyword_attribute,
+    rows_to_json_bytes,
+)
 from teleconsult.api.dicomweb.media import DICOM_JSON, negotiate_json
 from teleconsult.api.dicomweb.query import DEFAULT_RETURN_KEYS, MAX_INTEGER, parse_qido
 from teleconsult.api.dicomweb.uris import PREFIX, DicomwebURLs
@@ -123,22 +127,13 @@ def _route(level: Level, *path_keys: str) -> dict[str, Any]:
     }
 
 
-def _computed(urls: DicomwebURLs, level: Level) -> dict[str, tuple[str, Callable[[Mapping[str, Any]], str]]]:
+def _computed(urls: DicomwebURLs, level: Level) -> dict[str, Computed]:
     """RetrieveURL (0008,1190) of each result."""
     if level is Level.STUDY:
-        return {"00081190": ("UR", lambda row: urls.study(row["StudyInstanceUID"]))}
+        return {"00081190": ("UR", ("StudyInstanceUID",), urls.study)}
     if level is Level.SERIES:
-        return {
-            "00081190": ("UR", lambda row: urls.series(row["StudyInstanceUID"], row["SeriesInstanceUID"]))
-        }
-    return {
-        "00081190": (
-            "UR",
-            lambda row: urls.instance(
-                row["StudyInstanceUID"], row["SeriesInstanceUID"], row["SOPInstanceUID"]
-            ),
-        )
-    }
+        return {"00081190": ("UR", ("StudyInstanceUID", "SeriesInstanceUID"), urls.series)}
+    return {"00081190": ("UR", ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"), urls.instance)}
 
 
 _CONSTANTS = {
@@ -168,7 +163,7 @@ def _search(
     maximum = settings.http_qido_max_results
     limit = min(query.limit or maximum, maximum)
     # One row more than allowed tells whether the server cut the answer short.
-    rows = store.index.query(
+    table = store.index.query_table(
         level,
         query.keys,
         return_keys=query.index_return_keys,
@@ -177,6 +172,7 @@ def _search(
         offset=query.offset,
     )
     headers = {}
+    rows = table.rows
     if len(rows) > limit:
         rows = rows[:limit]
         headers["Warning"] = _TRUNCATED_WARNING
@@ -199,13 +195,14 @@ def _search(
         patient_id=patient_id,
         detail=detail,
     )
-    body = rows_to_json_text(
+    body = rows_to_json_bytes(
+        table.columns,
         rows,
         query.return_keys,
         constants=_CONSTANTS,
         computed=_computed(DicomwebURLs(request), level),
     )
-    return Response(body.encode("utf-8"), media_type=DICOM_JSON, headers=headers)
+    return Response(body, media_type=DICOM_JSON, headers=headers)
 
 
 _ALL_STUDY = DEFAULT_RETURN_KEYS[Level.STUDY]

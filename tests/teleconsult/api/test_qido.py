@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from teleconsult.api.dicomweb.dicomjson import rows_to_json, rows_to_json_text
+from teleconsult.api.dicomweb.dicomjson import rows_to_json, rows_to_json_bytes
 from teleconsult.api.dicomweb.query import DEFAULT_RETURN_KEYS
 from teleconsult.storage.matching import Level
 from tests.conftest import ApiClient
@@ -346,5 +346,15 @@ def test_search_json_text_is_the_dicom_json_of_the_rows(rows: list[dict[str, Any
         constants=constants,
         computed={"00081190": lambda row: {"vr": "UR", "Value": [url(row)]}},
     )
-    text = rows_to_json_text(rows, _KEYWORDS, constants=constants, computed={"00081190": ("UR", url)})
+    # As the index gives them: a column per keyword any row has (and the one RetrieveURL is
+    # made of), values in column order; other keywords are no column at all.
+    columns = sorted({"StudyInstanceUID", *(keyword for row in rows for keyword in row)})
+    table = [tuple(row.get(keyword) for keyword in columns) for row in rows]
+    text = rows_to_json_bytes(
+        columns,
+        table,
+        _KEYWORDS,
+        constants=constants,
+        computed={"00081190": ("UR", ("StudyInstanceUID",), lambda uid: url({"StudyInstanceUID": uid}))},
+    )
     assert json.loads(text) == expected

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from teleconsult.audit import AuditLog
 from teleconsult.media import MediaOptions
@@ -172,6 +173,27 @@ def test_the_signalling_socket_refuses_with_close_codes(served: Served) -> None:
         ("admin", "denied"),
         ("specialist", "denied"),
     }
+
+
+def test_a_page_of_another_site_cannot_open_the_signalling_socket(served: Served) -> None:
+    session = served.start_session()
+    url = served.signal_url(session["id"])
+
+    async def scenario() -> None:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(url, origin="https://evil.example", open_timeout=WAIT)  # type: ignore[arg-type]
+        assert refused.value.response.status_code == 403
+        own = "http://" + url.split("/")[2]  # the server's own origin: the web client's pages
+        async with connect(url, origin=own, open_timeout=WAIT) as ws:  # type: ignore[arg-type]
+            await ws.send(
+                json.dumps({"type": "auth", "token": await asyncio.to_thread(served.token, "sono1")})
+            )
+            assert json.loads(await asyncio.wait_for(ws.recv(), WAIT)) == {"type": "ready"}
+
+    asyncio.run(scenario())
+    (refused,) = [r for r in _audit(served, "live.connect") if r["outcome"] == "denied"]
+    assert refused["actor"] == "anonymous"
+    assert "https://evil.example" in refused["detail"]
 
 
 def test_ending_closes_every_connection_and_task(served: Served) -> None:

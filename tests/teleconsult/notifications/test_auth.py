@@ -216,3 +216,41 @@ def test_an_unreadable_index_closes_with_1011(events: Events, monkeypatch: pytes
     assert closed.code == 1011
     assert error["problem"]["code"] == "index-unavailable"
     assert error["problem"]["status"] == 503
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example", "null", "http://testserver.evil.example", "ftp://testserver"]
+)
+def test_a_page_of_another_site_is_refused_at_the_handshake(events: Events, origin: str) -> None:
+    client = events.consulting.api.client
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        client.websocket_connect("/api/events", headers={"origin": origin}),  # type: ignore[attr-defined]
+    ):
+        pass
+    assert refused.value.code == 1008
+    (row,) = _audit_rows(events, "events.connect")
+    assert (row["actor"], row["outcome"], row["resource"]) == ("anonymous", "denied", "WEBSOCKET /api/events")
+    assert origin in row["detail"]
+
+
+@pytest.mark.parametrize("origin", [None, "http://testserver", "HTTP://TestServer/"])
+def test_the_servers_own_pages_and_clients_without_origin_are_let_in(
+    events: Events, origin: str | None
+) -> None:
+    token = events.token("sono1")
+    headers = {"origin": origin} if origin else {}
+    with events.consulting.api.client.websocket_connect("/api/events", headers=headers) as ws:  # type: ignore[attr-defined]
+        ws.send_json({"type": "auth", "token": token})
+        assert ws.receive_json() == {"type": "ready"}
+
+
+def test_configured_origins_are_let_in() -> None:
+    from teleconsult.api.sockets import origin_allowed
+
+    allowed = ["https://viewer.county.example/"]
+    assert origin_allowed("https://viewer.county.example", "teleconsult:8000", allowed)
+    assert not origin_allowed("https://viewer.county.example.evil", "teleconsult:8000", allowed)
+    assert not origin_allowed("https://elsewhere.example", "teleconsult:8000", allowed)
+    assert origin_allowed("https://elsewhere.example", "teleconsult:8000", ["*"])
+    assert not origin_allowed("https://teleconsult.example", None, [])

@@ -184,3 +184,27 @@ def test_postgresql_prepares_exact_lookups_and_plans_patterns_with_their_values(
     assert searches, prepared
     assert not [statement for statement in searches if " LIKE " in statement.upper() or ">=" in statement]
     assert [statement for statement in searches if "studies.study_instance_uid = " in statement]
+
+
+def test_connections_to_postgresql_give_up_on_an_unreachable_host(store: InstanceStore) -> None:
+    """A host that drops packets ends a connection attempt or a query in seconds, not minutes."""
+    engine = store.index.engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server to lose")
+    with engine.connect() as conn:
+        parameters = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+    assert parameters["connect_timeout"] == "10"
+    assert parameters["tcp_user_timeout"] == "30000"
+    assert (parameters["keepalives"], parameters["keepalives_idle"]) == ("1", "30")
+    assert (parameters["keepalives_interval"], parameters["keepalives_count"]) == ("10", "3")
+
+
+def test_the_database_url_may_set_its_own_timeouts() -> None:
+    from teleconsult.storage.index import POSTGRESQL_CONNECT_DEFAULTS, postgresql_connect_args
+
+    url = "postgresql+psycopg://u@db:5432/tele?connect_timeout=3&keepalives_idle=5"
+    chosen = postgresql_connect_args(url)
+    assert "connect_timeout" not in chosen
+    assert "keepalives_idle" not in chosen
+    assert chosen["tcp_user_timeout"] == POSTGRESQL_CONNECT_DEFAULTS["tcp_user_timeout"]
+    assert postgresql_connect_args("postgresql+psycopg://u@db/tele") == POSTGRESQL_CONNECT_DEFAULTS
