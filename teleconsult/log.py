@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from datetime import UTC, datetime
+
+from pydantic.warnings import UnsupportedFieldAttributeWarning
 
 from teleconsult.config import Settings
 
@@ -37,6 +40,14 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    # A library's warning is a log record like any other: printed raw, it would
+    # be the one line of a container's log that is not JSON.
+    logging.captureWarnings(True)
+    # FastAPI builds its validators inside warnings.catch_warnings() to hide
+    # this one, but that context swaps the process-wide filter list, so a
+    # thread entering or leaving another catch_warnings() at the same moment
+    # lets it through. It is about FastAPI's own generated fields, never ours.
+    warnings.filterwarnings("ignore", category=UnsupportedFieldAttributeWarning)
     # pynetdicom logs every PDU at INFO and may print identifiers: quiet by
     # default, as its own apps do, unless identifier logging is switched on.
     logging.getLogger("pynetdicom").setLevel(
