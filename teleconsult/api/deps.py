@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,6 +19,8 @@ from teleconsult.storage.store import InstanceStore
 __all__ = [
     "MAX_OFFSET",
     "PRINTABLE",
+    "Caller",
+    "CallerDep",
     "IdentityDep",
     "PrincipalDep",
     "SettingsDep",
@@ -61,18 +64,27 @@ StoreDep = Annotated[InstanceStore, Depends(get_store)]
 IdentityDep = Annotated[IdentityStore, Depends(get_identity)]
 
 
-def principal_from_token(token: str | None, key: str, identity: IdentityStore) -> Principal:
-    """The caller a bearer token names; also used by WebSockets (token in the first message)."""
+def _token_subject(token: str | None, key: str) -> str:
+    """The username a bearer token names, once its signature, audience and expiry are checked."""
     if not token:
         raise AuthenticationError("a bearer token is required: get one from POST /api/auth/token")
     try:
         claims = decode_access_token(key, token)
     except TokenError as exc:
         raise AuthenticationError("the bearer token is invalid or expired; sign in again") from exc
-    principal = identity.principal(str(claims["sub"]))
+    return str(claims["sub"])
+
+
+def _account(identity: IdentityStore, username: str) -> Principal:
+    principal = identity.principal(username)
     if principal is None:
         raise AuthenticationError("the account of this token is unknown or disabled")
     return principal
+
+
+def principal_from_token(token: str | None, key: str, identity: IdentityStore) -> Principal:
+    """The caller a bearer token names; also used by WebSockets (token in the first message)."""
+    return _account(identity, _token_subject(token, key))
 
 
 def get_principal(
@@ -84,6 +96,35 @@ def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A bearer token already checked; its account is read by the route, on its own worker thread.
+
+    ``PrincipalDep`` reads the account on a worker thread of its own before
+    the route's body runs on another: a thread hop, a quarter of a
+    millisecond, on every DICOMweb request a viewer makes by the hundred.
+    Routes with a plain ``def`` body take ``CallerDep`` and call
+    ``principal()`` first thing, so an unknown or disabled account is
+    still a 401 before anything else is looked at.
+    """
+
+    request: Request
+    username: str
+
+    def principal(self) -> Principal:
+        principal = _account(self.request.app.state.identity, self.username)
+        self.request.state.principal = principal
+        return principal
+
+
+async def get_caller(request: Request, token: Annotated[str | None, Depends(_bearer)]) -> Caller:
+    # Checking the signature is a few microseconds of CPU: no I/O on the event loop.
+    return Caller(request, _token_subject(token, request.app.state.secret_key))
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:

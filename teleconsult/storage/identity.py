@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from teleconsult.domain.identity import (
@@ -38,6 +38,18 @@ _DUMMY_HASH = hash_password("not-a-real-password")
 # grants more than the current one. Requests reuse it for this long instead
 # of reading every organisation again; ``add_organisation`` refreshes it.
 _TREE_SECONDS = 5.0
+# Every authenticated request reads its user: built once, its cache key with it.
+_USER_BY_NAME = (
+    select(
+        _users.c.username,
+        _users.c.role,
+        _users.c.display_name,
+        _users.c.disabled,
+        _orgs.c.code.label("organisation"),
+    )
+    .select_from(_users.join(_orgs, _users.c.organisation_pk == _orgs.c.pk))
+    .where(_users.c.username == bindparam("username"))
+)
 
 
 class IdentityStore:
@@ -124,11 +136,7 @@ class IdentityStore:
 
     def user(self, username: str) -> User | None:
         with self._reader.connect() as conn:
-            row = conn.execute(
-                select(_users, _orgs.c.code.label("organisation"))
-                .select_from(_users.join(_orgs, _users.c.organisation_pk == _orgs.c.pk))
-                .where(_users.c.username == username)
-            ).first()
+            row = conn.execute(_USER_BY_NAME, {"username": username}).first()
         if row is None:
             return None
         return User(

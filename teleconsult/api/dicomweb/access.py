@@ -105,21 +105,20 @@ def locate(
     out-of-scope attempt can be told apart in the audit trail but not by the
     caller.
     """
-    keys = {"StudyInstanceUID": path_uid(study, "Study Instance UID")}
+    study = path_uid(study, "Study Instance UID")
     if series is not None:
-        keys["SeriesInstanceUID"] = path_uid(series, "Series Instance UID")
+        series = path_uid(series, "Series Instance UID")
     if instance is not None:
-        keys["SOPInstanceUID"] = path_uid(instance, "SOP Instance UID")
-    rows = store.index.query(Level.IMAGE, keys)
+        instance = path_uid(instance, "SOP Instance UID")
+    rows = store.index.locate(study, series, instance)
     missing = NotFoundError(
         f"{_describe(study, series, instance)} is not stored, or not visible to {principal.username}"
     )
     if not rows:
         raise missing
-    patient_id = str(rows[0]["PatientID"] or "")
-    if not principal.can_see(str(rows[0]["_source_organisation"])) and not consult_grants_study(
-        store.index.engine, principal, study
-    ):
+    patient_id = str(rows[0].patient_id or "")
+    owner = str(rows[0].source_organisation)
+    if not principal.can_see(owner) and not consult_grants_study(store.index.engine, principal, study):
         audit_request(
             request,
             action,
@@ -128,7 +127,7 @@ def locate(
             interface=Interface.DICOMWEB,
             study_instance_uid=study,
             patient_id=patient_id,
-            detail=f"study of organisation {rows[0]['_source_organisation']} is outside the caller's scope",
+            detail=f"study of organisation {owner} is outside the caller's scope",
         )
         raise missing
     return Located(
@@ -138,16 +137,16 @@ def locate(
     )
 
 
-def _instance_ref(row: dict[str, Any]) -> InstanceRef:
+def _instance_ref(row: Any) -> InstanceRef:
     return InstanceRef(
-        study_instance_uid=row["StudyInstanceUID"],
-        series_instance_uid=row["SeriesInstanceUID"],
-        sop_instance_uid=row["SOPInstanceUID"],
-        sop_class_uid=row["SOPClassUID"],
-        transfer_syntax_uid=row["AvailableTransferSyntaxUID"],
-        number_of_frames=row["NumberOfFrames"],
-        file_key=row["_file_key"],
-        size=int(row["_file_size"]),
+        study_instance_uid=row.study_instance_uid,
+        series_instance_uid=row.series_instance_uid,
+        sop_instance_uid=row.sop_instance_uid,
+        sop_class_uid=row.sop_class_uid,
+        transfer_syntax_uid=row.transfer_syntax_uid,
+        number_of_frames=row.number_of_frames,
+        file_key=row.file_key,
+        size=int(row.size),
     )
 
 

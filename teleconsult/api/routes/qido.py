@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from teleconsult.api.auditing import audit_request
-from teleconsult.api.deps import PrincipalDep, SettingsDep, StoreDep
+from teleconsult.api.deps import CallerDep, SettingsDep, StoreDep
 from teleconsult.api.dicomweb.access import SeriesPath, StudyPath, path_uid, study_owner
 from teleconsult.api.dicomweb.dicomjson import (
     Computed,
@@ -211,16 +211,14 @@ _ALL_IMAGE = DEFAULT_RETURN_KEYS[Level.IMAGE]
 
 
 @router.get("/studies", summary="Search for studies", **_route(Level.STUDY))
-def search_studies(
-    request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
-) -> Response:
+def search_studies(request: Request, caller: CallerDep, store: StoreDep, settings: SettingsDep) -> Response:
+    principal = caller.principal()
     return _search(request, principal, store, settings, Level.STUDY, defaults=_ALL_STUDY)
 
 
 @router.get("/series", summary="Search for series of all studies", **_route(Level.SERIES))
-def search_series(
-    request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
-) -> Response:
+def search_series(request: Request, caller: CallerDep, store: StoreDep, settings: SettingsDep) -> Response:
+    principal = caller.principal()
     return _search(request, principal, store, settings, Level.SERIES, defaults=_ALL_STUDY + _ALL_SERIES)
 
 
@@ -230,15 +228,15 @@ def search_series(
     **_route(Level.SERIES, "StudyInstanceUID"),
 )
 def search_study_series(
-    study: StudyPath, request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
+    study: StudyPath, request: Request, caller: CallerDep, store: StoreDep, settings: SettingsDep
 ) -> Response:
+    principal = caller.principal()
     return _search(request, principal, store, settings, Level.SERIES, defaults=_ALL_SERIES, study=study)
 
 
 @router.get("/instances", summary="Search for instances of all studies", **_route(Level.IMAGE))
-def search_instances(
-    request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
-) -> Response:
+def search_instances(request: Request, caller: CallerDep, store: StoreDep, settings: SettingsDep) -> Response:
+    principal = caller.principal()
     return _search(
         request, principal, store, settings, Level.IMAGE, defaults=_ALL_STUDY + _ALL_SERIES + _ALL_IMAGE
     )
@@ -250,8 +248,9 @@ def search_instances(
     **_route(Level.IMAGE, "StudyInstanceUID"),
 )
 def search_study_instances(
-    study: StudyPath, request: Request, principal: PrincipalDep, store: StoreDep, settings: SettingsDep
+    study: StudyPath, request: Request, caller: CallerDep, store: StoreDep, settings: SettingsDep
 ) -> Response:
+    principal = caller.principal()
     return _search(
         request, principal, store, settings, Level.IMAGE, defaults=_ALL_SERIES + _ALL_IMAGE, study=study
     )
@@ -266,10 +265,11 @@ def search_series_instances(
     study: StudyPath,
     series: SeriesPath,
     request: Request,
-    principal: PrincipalDep,
+    caller: CallerDep,
     store: StoreDep,
     settings: SettingsDep,
 ) -> Response:
+    principal = caller.principal()
     return _search(
         request, principal, store, settings, Level.IMAGE, defaults=_ALL_IMAGE, study=study, series=series
     )

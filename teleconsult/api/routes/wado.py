@@ -26,7 +26,7 @@ from pydicom import dcmread
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from teleconsult.api.auditing import audit_request
-from teleconsult.api.deps import PrincipalDep, StoreDep
+from teleconsult.api.deps import CallerDep, StoreDep
 from teleconsult.api.dicomweb.access import InstancePath, Located, SeriesPath, StudyPath, locate
 from teleconsult.api.dicomweb.bulkdata import BulkDataPath, bulk_value, parse_bulk_path
 from teleconsult.api.dicomweb.dicomjson import DicomJSONResponse, dataset_to_json
@@ -67,6 +67,9 @@ router = APIRouter(prefix=PREFIX, tags=["DICOMweb WADO-RS"])
 _READ = "study.read"
 # Values up to this size are read with the header; larger ones stay on disk until asked for.
 _DEFER_SIZE = 64 * 1024
+# Answers of known length up to this size are read whole before they are sent
+# (an ultrasound frame, an SR, an ECG); larger ones are streamed.
+_INLINE_BODY_BYTES = 1 << 20
 _COMMON: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid UID in the path, or a bad parameter"},
     401: {"description": "No valid bearer token"},
@@ -113,16 +116,18 @@ def _audit(request: Request, principal: Principal, located: Located, detail: str
     )
 
 
-def _multipart_response(parts: list[OutgoingPart], part_type: str) -> StreamingResponse:
+def _multipart_response(parts: list[OutgoingPart], part_type: str) -> Response:
     boundary = new_boundary()
-    headers = {}
+    media_type = f'{MULTIPART_RELATED}; type="{part_type}"; boundary={boundary}'
     length = multipart_length(parts, boundary)
-    if length is not None:
-        headers["Content-Length"] = str(length)
+    if length is not None and length <= _INLINE_BODY_BYTES:
+        # Read here, on the endpoint's worker thread: streamed, the body would
+        # cost a thread hop per piece (part header, file, closing delimiter),
+        # more than reading a small instance does.
+        return Response(b"".join(write_multipart(parts, boundary)), media_type=media_type)
+    headers = {"Content-Length": str(length)} if length is not None else {}
     return StreamingResponse(
-        read_ahead(write_multipart(parts, boundary)),
-        media_type=f'{MULTIPART_RELATED}; type="{part_type}"; boundary={boundary}',
-        headers=headers,
+        read_ahead(write_multipart(parts, boundary)), media_type=media_type, headers=headers
     )
 
 
@@ -138,7 +143,7 @@ def _retrieve(
     study: str,
     series: str | None = None,
     instance: str | None = None,
-) -> StreamingResponse:
+) -> Response:
     preferences = negotiate_dicom(request.headers.get("accept"))
     located = locate(request, store, principal, _READ, study=study, series=series, instance=instance)
     urls = DicomwebURLs(request)
@@ -170,16 +175,16 @@ def _retrieve(
 
 
 @router.get("/studies/{study}", summary="Retrieve a study (multipart Part 10)", **_RETRIEVE)
-def retrieve_study(
-    study: StudyPath, request: Request, principal: PrincipalDep, store: StoreDep
-) -> StreamingResponse:
+def retrieve_study(study: StudyPath, request: Request, caller: CallerDep, store: StoreDep) -> Response:
+    principal = caller.principal()
     return _retrieve(request, principal, store, study=study)
 
 
 @router.get("/studies/{study}/series/{series}", summary="Retrieve a series (multipart Part 10)", **_RETRIEVE)
 def retrieve_series(
-    study: StudyPath, series: SeriesPath, request: Request, principal: PrincipalDep, store: StoreDep
-) -> StreamingResponse:
+    study: StudyPath, series: SeriesPath, request: Request, caller: CallerDep, store: StoreDep
+) -> Response:
+    principal = caller.principal()
     return _retrieve(request, principal, store, study=study, series=series)
 
 
@@ -193,9 +198,10 @@ def retrieve_instance(
     series: SeriesPath,
     instance: InstancePath,
     request: Request,
-    principal: PrincipalDep,
+    caller: CallerDep,
     store: StoreDep,
-) -> StreamingResponse:
+) -> Response:
+    principal = caller.principal()
     return _retrieve(request, principal, store, study=study, series=series, instance=instance)
 
 
@@ -228,8 +234,9 @@ def _metadata(
 
 @router.get("/studies/{study}/metadata", summary="Metadata of a study's instances", **_METADATA)
 def study_metadata(
-    study: StudyPath, request: Request, principal: PrincipalDep, store: StoreDep
+    study: StudyPath, request: Request, caller: CallerDep, store: StoreDep
 ) -> DicomJSONResponse:
+    principal = caller.principal()
     return _metadata(request, principal, store, study=study)
 
 
@@ -237,8 +244,9 @@ def study_metadata(
     "/studies/{study}/series/{series}/metadata", summary="Metadata of a series' instances", **_METADATA
 )
 def series_metadata(
-    study: StudyPath, series: SeriesPath, request: Request, principal: PrincipalDep, store: StoreDep
+    study: StudyPath, series: SeriesPath, request: Request, caller: CallerDep, store: StoreDep
 ) -> DicomJSONResponse:
+    principal = caller.principal()
     return _metadata(request, principal, store, study=study, series=series)
 
 
@@ -252,9 +260,10 @@ def instance_metadata(
     series: SeriesPath,
     instance: InstancePath,
     request: Request,
-    principal: PrincipalDep,
+    caller: CallerDep,
     store: StoreDep,
 ) -> DicomJSONResponse:
+    principal = caller.principal()
     return _metadata(request, principal, store, study=study, series=series, instance=instance)
 
 
@@ -270,9 +279,10 @@ def retrieve_bulkdata(
     instance: InstancePath,
     path: BulkDataPath,
     request: Request,
-    principal: PrincipalDep,
+    caller: CallerDep,
     store: StoreDep,
-) -> StreamingResponse:
+) -> Response:
+    principal = caller.principal()
     form = negotiate_octet_stream(request.headers.get("accept"), single_allowed=True)
     steps = parse_bulk_path(path)
     located = locate(request, store, principal, _READ, study=study, series=series, instance=instance)
@@ -300,9 +310,10 @@ def retrieve_frames(
     instance: InstancePath,
     frames: FramesPath,
     request: Request,
-    principal: PrincipalDep,
+    caller: CallerDep,
     store: StoreDep,
-) -> StreamingResponse:
+) -> Response:
+    principal = caller.principal()
     negotiate_octet_stream(request.headers.get("accept"), single_allowed=False)
     numbers = parse_frame_list(frames)
     located = locate(request, store, principal, _READ, study=study, series=series, instance=instance)
@@ -405,9 +416,10 @@ def rendered_instance(
     series: SeriesPath,
     instance: InstancePath,
     request: Request,
-    principal: PrincipalDep,
+    caller: CallerDep,
     store: StoreDep,
 ) -> Response:
+    principal = caller.principal()
     located = locate(request, store, principal, _READ, study=study, series=series, instance=instance)
     return _render_response(request, principal, store, located, RenderOptions(), 0, "rendered")
 
@@ -423,9 +435,10 @@ def rendered_frame(
     instance: InstancePath,
     frames: FramesPath,
     request: Request,
-    principal: PrincipalDep,
+    caller: CallerDep,
     store: StoreDep,
 ) -> Response:
+    principal = caller.principal()
     located = locate(request, store, principal, _READ, study=study, series=series, instance=instance)
     index = _one_frame(frames, located)
     return _render_response(request, principal, store, located, RenderOptions(), index, "rendered frame")
@@ -451,14 +464,16 @@ _THUMBNAIL = {
 
 
 @router.get("/studies/{study}/thumbnail", summary="Thumbnail of a study (its first image)", **_THUMBNAIL)
-def study_thumbnail(study: StudyPath, request: Request, principal: PrincipalDep, store: StoreDep) -> Response:
+def study_thumbnail(study: StudyPath, request: Request, caller: CallerDep, store: StoreDep) -> Response:
+    principal = caller.principal()
     return _thumbnail(request, principal, store, study=study)
 
 
 @router.get("/studies/{study}/series/{series}/thumbnail", summary="Thumbnail of a series", **_THUMBNAIL)
 def series_thumbnail(
-    study: StudyPath, series: SeriesPath, request: Request, principal: PrincipalDep, store: StoreDep
+    study: StudyPath, series: SeriesPath, request: Request, caller: CallerDep, store: StoreDep
 ) -> Response:
+    principal = caller.principal()
     return _thumbnail(request, principal, store, study=study, series=series)
 
 
@@ -472,7 +487,8 @@ def instance_thumbnail(
     series: SeriesPath,
     instance: InstancePath,
     request: Request,
-    principal: PrincipalDep,
+    caller: CallerDep,
     store: StoreDep,
 ) -> Response:
+    principal = caller.principal()
     return _thumbnail(request, principal, store, study=study, series=series, instance=instance)

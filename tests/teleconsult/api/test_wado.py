@@ -106,6 +106,23 @@ def test_retrieve_instance_as_stored(api: ApiClient) -> None:
         assert _parts(_get(api, _url(ds), accept=accept))[0][1] == body, accept
 
 
+def test_an_instance_over_a_mebibyte_is_streamed_with_the_same_framing(api: ApiClient) -> None:
+    """Small answers are read whole before sending, larger ones streamed block by block: same bytes out."""
+    large = _store(api, make_image(rows=1024, columns=1536))  # 1.5 MiB of pixels
+    stored = api.store.read_instance(large.SOPInstanceUID)
+    assert len(stored) > 1 << 20
+    with api.client.stream("GET", _url(large), headers=_auth(api, "sono1")) as response:  # type: ignore[attr-defined]
+        assert response.status_code == 200
+        pieces = list(response.iter_raw())
+    assert int(response.headers["content-length"]) == sum(len(piece) for piece in pieces)
+    assert len(pieces) > 1  # sent as it was read, not as one body
+    response._content = b"".join(pieces)
+    ((headers, body),) = _parts(response)
+    assert headers["content-type"] == f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"
+    assert int(headers["content-length"]) == len(stored)
+    assert body == stored
+
+
 def test_retrieve_study_and_series(api: ApiClient) -> None:
     first = _store(api, make_image())
     second = make_image(

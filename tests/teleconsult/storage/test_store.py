@@ -236,3 +236,44 @@ def test_concurrent_writers_of_one_study_all_land(store: InstanceStore) -> None:
     assert errors == []
     counts = store.index.counts()
     assert counts == {"patients": 1, "studies": 1, "series": 1, "instances": 40}
+
+
+def test_locate_finds_a_study_series_or_instance_only_under_its_own_path(store: InstanceStore) -> None:
+    """WADO-RS paths: a UID under another study or series finds nothing, whatever exists elsewhere."""
+    study, other_study = generate_uid(), generate_uid()
+    series_a, series_b = generate_uid(), generate_uid()
+    stored = {}
+    for series, number in ((series_a, 2), (series_b, 1), (series_a, 1)):
+        ds = make_image(study_instance_uid=study, series_instance_uid=series, patient_id="P-LOC")
+        ds.InstanceNumber = number
+        _put(store, encode(ds))
+        stored.setdefault(series, []).append(str(ds.SOPInstanceUID))
+    elsewhere = make_image(study_instance_uid=other_study, patient_id="P-ELSE")
+    store.store_instance(
+        encode(elsewhere), ExplicitVRLittleEndian, calling_ae_title="TOWN2US", source_organisation="TOWN02"
+    )
+
+    rows = store.index.locate(study)
+    assert len(rows) == 3
+    assert [row.study_instance_uid for row in rows] == [study] * 3
+    assert {row.patient_id for row in rows} == {"P-LOC"}
+    assert {row.source_organisation for row in rows} == {"TOWN01"}
+    assert rows[-1].sop_instance_uid == stored[series_a][0]  # instance number 2 comes last
+    record = store.index.instance(rows[0].sop_instance_uid)
+    assert record is not None
+    assert (rows[0].file_key, rows[0].size, rows[0].transfer_syntax_uid) == (
+        record.file_key,
+        record.size,
+        record.transfer_syntax_uid,
+    )
+
+    assert sorted(row.sop_instance_uid for row in store.index.locate(study, series_a)) == sorted(
+        stored[series_a]
+    )
+    (one,) = store.index.locate(study, series_b, stored[series_b][0])
+    assert one.sop_class_uid == US_IMAGE
+    # the right UIDs under the wrong parent
+    assert store.index.locate(study, series_b, stored[series_a][0]) == []
+    assert store.index.locate(other_study, series_a) == []
+    assert store.index.locate(str(elsewhere.StudyInstanceUID), series_a, stored[series_a][0]) == []
+    assert store.index.locate(generate_uid()) == []
