@@ -75,7 +75,9 @@ def test_forwarded_headers_from_a_local_proxy_give_https_urls_and_the_client_add
         ],
     ):
         subprocess.run([*teleconsult, *command], env=env, capture_output=True, timeout=60, check=True)
-    server = subprocess.Popen([*teleconsult, "serve"], env=env, stderr=subprocess.DEVNULL)
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("wb")
+    server = subprocess.Popen([*teleconsult, "serve"], env=env, stderr=log)
     base = f"http://127.0.0.1:{http_port}"
     try:
         _wait_healthy(f"{base}/healthz", server, time.monotonic() + 30)
@@ -107,7 +109,14 @@ def test_forwarded_headers_from_a_local_proxy_give_https_urls_and_the_client_add
         assert url.startswith("https://tele.county.example/dicomweb/studies/"), url
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+            raise AssertionError(f"serve did not stop on SIGTERM:\n{log_path.read_text()[-3000:]}") from None
+        finally:
+            log.close()
 
     store = InstanceStore(Settings(data_dir=tmp_path / "data", database_auto_migrate=False))
     try:
