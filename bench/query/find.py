@@ -29,6 +29,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from bench.query.queries import Query
 from bench.query.servers import CALLING_AE_TITLE, BenchError, Endpoint
+from bench.timing import collector_paused
 
 if TYPE_CHECKING:
     from pynetdicom.events import Event
@@ -112,9 +113,10 @@ class FindClient:
     def echo(self) -> float:
         """Seconds for one C-ECHO: the floor under every request on this association."""
         assoc = self._associate()
-        started = time.perf_counter()
-        status = assoc.send_c_echo()
-        seconds = time.perf_counter() - started
+        with collector_paused():
+            started = time.perf_counter()
+            status = assoc.send_c_echo()
+            seconds = time.perf_counter() - started
         if "Status" not in status or status.Status != 0x0000:
             raise BenchError(f"{self.endpoint.name} failed a C-ECHO")
         return seconds
@@ -125,17 +127,18 @@ class FindClient:
         uids: set[str] = set()
         responses = 0
         final: int | None = None
-        started = time.perf_counter()
-        responses_iter: Any = assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
-        for status, response in responses_iter:
-            code = int(status.Status) if "Status" in status else None
-            if code in _PENDING:
-                responses += 1
-                if response is not None:
-                    uids.add(str(response.get(unique_key, "")))
-                continue
-            final = code
-        seconds = time.perf_counter() - started
+        with collector_paused():
+            started = time.perf_counter()
+            responses_iter: Any = assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+            for status, response in responses_iter:
+                code = int(status.Status) if "Status" in status else None
+                if code in _PENDING:
+                    responses += 1
+                    if response is not None:
+                        uids.add(str(response.get(unique_key, "")))
+                    continue
+                final = code
+            seconds = time.perf_counter() - started
         error = None
         if final is None:
             error = (
