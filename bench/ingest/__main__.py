@@ -14,19 +14,18 @@ import argparse
 import json
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
-import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
 from bench.ingest.corpus import CLASS_NAMES, Corpus, ensure_corpus
-from bench.ingest.cpu import CpuUsage, snapshot, usage, wait_until_quiet
+from bench.ingest.measurement import NOISY_OTHER_CORES, Measurement, measure, median_seconds, progress_line
 from bench.ingest.receivers import BASELINE, RECEIVERS, TELECONSULT, BenchError, receiver_session
 from bench.ingest.report import (
     TARGET_RATIO,
@@ -36,14 +35,10 @@ from bench.ingest.report import (
     format_table,
     load_average,
 )
-from bench.ingest.send import send_corpus
 from teleconsult.config import Settings
 
 _HERE = Path(__file__).resolve().parent
 _ASSOCIATIONS = (1, 4)
-# A measurement where the rest of the machine used more than this many cores
-# on average is flagged: its figure says more about the neighbours than the receiver.
-_NOISY_OTHER_CORES = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,35 +51,6 @@ class RunOptions:
     quiet_threshold: float
     quiet_timeout: float
     workers: int = 1  # teleconsult's gateway processes
-
-
-@dataclass(frozen=True, slots=True)
-class Measurement:
-    """One send of one corpus to one receiver."""
-
-    class_name: str
-    associations: int
-    receiver: str
-    repeat: int
-    sent: int
-    stored: int
-    seconds: float | None
-    processes: int
-    error: str | None
-    busy_before: float
-    cpu: CpuUsage | None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.stored == self.sent
-
-    def cores(self, seconds: float) -> float:
-        """CPU seconds as average cores over the measurement's wall time."""
-        return seconds / self.seconds if self.seconds else 0.0
-
-    @property
-    def noisy(self) -> bool:
-        return self.cpu is not None and self.cores(self.cpu.other) > _NOISY_OTHER_CORES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -147,67 +113,19 @@ def _classes(text: str) -> list[str]:
 def _measure(
     corpus: Corpus, associations: int, receiver: str, repeat: int, options: RunOptions
 ) -> Measurement:
-    """Start a fresh receiver, wait for a quiet machine, send, stop it and count what it stored."""
-    seconds: float | None = None
-    processes = stored = 0
-    error: str | None = None
-    busy = 0.0
-    cpu: CpuUsage | None = None
-    run_dir = options.work_dir / f"{corpus.name}-{associations}-{receiver}-{repeat}"
-    try:
-        with receiver_session(receiver, run_dir, options.database_url, options.workers) as session:
-            if options.quiet_timeout > 0:
-                busy = wait_until_quiet(options.quiet_threshold, options.quiet_timeout)
-            before = snapshot(session.process.pid)
-            result = send_corpus(corpus, associations, session.endpoint, run_dir)
-            cpu = usage(before, snapshot(session.process.pid))
-            seconds, processes = result.seconds, result.processes
-            session.stop()
-            stored = session.stored_count()
-    except Exception as exc:  # a failed measurement is reported, the others still run
-        traceback.print_exc()
-        error = f"{type(exc).__name__}: {exc}"
-    return Measurement(
-        corpus.name,
+    return measure(
+        corpus,
         associations,
         receiver,
         repeat,
-        corpus.count,
-        stored,
-        seconds,
-        processes,
-        error,
-        busy,
-        cpu,
+        session=partial(
+            receiver_session, receiver, database_url=options.database_url, workers=options.workers
+        ),
+        run_dir=options.work_dir / f"{corpus.name}-{associations}-{receiver}-{repeat}",
+        quiet_threshold=options.quiet_threshold,
+        quiet_timeout=options.quiet_timeout,
+        gateway_processes=options.workers if receiver == TELECONSULT else None,
     )
-
-
-def _progress(measurement: Measurement, corpus: Corpus) -> str:
-    head = (
-        f"{measurement.class_name:5} assoc={measurement.associations} {measurement.receiver:11} "
-        f"run {measurement.repeat + 1}: "
-    )
-    if measurement.error is not None:
-        return head + f"FAIL {measurement.error.splitlines()[0]}"
-    assert measurement.seconds is not None
-    assert measurement.cpu is not None
-    rate = corpus.count / measurement.seconds
-    megabytes = corpus.total_bytes / 1e6 / measurement.seconds
-    status = "ok" if measurement.ok else f"FAIL: stored {measurement.stored} of {measurement.sent}"
-    cpu = measurement.cpu
-    return head + (
-        f"{corpus.count} in {measurement.seconds:.2f} s ({rate:.1f} inst/s, {megabytes:.1f} MB/s, "
-        f"{measurement.processes} storescu; cores: receiver {measurement.cores(cpu.receiver):.2f}, "
-        f"storescu {measurement.cores(cpu.senders):.2f}, other {measurement.cores(cpu.other):.2f}"
-        f"{' NOISY' if measurement.noisy else ''}) {status}"
-    )
-
-
-def _median_seconds(measurements: Sequence[Measurement]) -> float | None:
-    """The median wall time, or None if any run failed: a partial result is not a result."""
-    if not measurements or not all(m.ok for m in measurements):
-        return None
-    return statistics.median(m.seconds for m in measurements if m.seconds is not None)
 
 
 def _rows(corpora: Sequence[Corpus], measurements: Sequence[Measurement]) -> list[Row]:
@@ -228,8 +146,8 @@ def _rows(corpora: Sequence[Corpus], measurements: Sequence[Measurement]) -> lis
                     associations,
                     corpus.count,
                     corpus.total_bytes,
-                    _median_seconds(runs[BASELINE]),
-                    _median_seconds(runs[TELECONSULT]),
+                    median_seconds(runs[BASELINE]),
+                    median_seconds(runs[TELECONSULT]),
                 )
             )
     return rows
@@ -243,7 +161,7 @@ def _run_all(corpora: Sequence[Corpus], options: RunOptions) -> list[Measurement
             for repeat in range(options.repeats):
                 for receiver in RECEIVERS:
                     measurement = _measure(corpus, associations, receiver, repeat, options)
-                    print(_progress(measurement, corpus), flush=True)
+                    print(progress_line(measurement, corpus, measurement.receiver), flush=True)
                     measurements.append(measurement)
     return measurements
 
@@ -299,7 +217,7 @@ def _benchmark(args: argparse.Namespace, classes: Sequence[str], work_dir: Path)
     noisy = sum(1 for m in measurements if m.noisy)
     print(
         f"{noisy} of {len(measurements)} measurements NOISY (other processes over "
-        f"{_NOISY_OTHER_CORES} cores); load average after the run: {load_average():.2f}"
+        f"{NOISY_OTHER_CORES} cores); load average after the run: {load_average():.2f}"
     )
     print(f"results: {_save(args.results_dir, info, rows, measurements, quick=args.quick)}")
     if not all(m.ok for m in measurements):

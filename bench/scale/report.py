@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bench.ingest.corpus import Corpus
+from bench.ingest.measurement import progress_line as ingest_progress_line
 from bench.scale.ingest import (
     MEGABYTE,
     NOISY_OTHER_CORES,
@@ -32,24 +33,7 @@ def label(name: str, workers: int) -> str:
 
 
 def progress_line(measurement: Measurement, corpus: Corpus, workers: int) -> str:
-    head = (
-        f"{measurement.class_name:5} assoc={measurement.associations} "
-        f"{label(measurement.receiver, workers):15} run {measurement.repeat + 1}: "
-    )
-    if measurement.error is not None:
-        return head + f"FAIL {measurement.error.splitlines()[0]}"
-    assert measurement.seconds is not None
-    assert measurement.cpu is not None
-    rate = corpus.count / measurement.seconds
-    megabytes = corpus.total_bytes / MEGABYTE / measurement.seconds
-    status = "ok" if measurement.ok else f"FAIL: stored {measurement.stored} of {measurement.sent}"
-    cpu = measurement.cpu
-    return head + (
-        f"{corpus.count} in {measurement.seconds:.2f} s ({rate:.1f} inst/s, {megabytes:.1f} MB/s, "
-        f"{measurement.storescu_processes} storescu; cores: receiver {measurement.cores(cpu.receiver):.2f}, "
-        f"storescu {measurement.cores(cpu.senders):.2f}, other {measurement.cores(cpu.other):.2f}"
-        f"{' NOISY' if measurement.noisy else ''}) {status}"
-    )
+    return ingest_progress_line(measurement, corpus, label(measurement.receiver, workers))
 
 
 def _ratio(value: float | None) -> str:
