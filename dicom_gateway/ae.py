@@ -41,7 +41,7 @@ from dicom_gateway.handlers.store import handle_store
 from dicom_gateway.handlers.worklist import MODALITY_WORKLIST_FIND, dispatch_find
 from dicom_gateway.query import QUERY_RETRIEVE_SOP_CLASSES
 from dicom_gateway.reactor_pacing import ReactorPacing
-from dicom_gateway.sockets import RequestorAE, set_no_delay
+from dicom_gateway.sockets import AcceptorRequestHandler, RequestorAE, set_no_delay
 from dicom_gateway.sop_classes import (
     STORAGE_SOP_CLASSES,
     TRANSFER_SYNTAXES,
@@ -254,6 +254,11 @@ class _PresentationContexts(list):  # type: ignore[type-arg]
 class _GatewayServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, with TLS handshakes off the accepting thread.
 
+    Its connections are handled by ``AcceptorRequestHandler``: a read never
+    blocks past the network timeout, and a PDU longer than the PDU limit is
+    not buffered (a peer sending half a PDU, or one announcing 4 GiB, holds
+    neither a thread forever nor the memory it announced).
+
     pynetdicom completes each handshake inside ``accept``: one client that
     connects and stays silent would stop every other connection. Here the
     accepting thread only wraps the socket; the handshake runs on the
@@ -262,6 +267,7 @@ class _GatewayServer(ThreadedAssociationServer):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("request_handler", AcceptorRequestHandler)
         super().__init__(*args, **kwargs)
         self.contexts = _PresentationContexts(self.contexts)
 

@@ -123,6 +123,11 @@ def _row_values(event: AuditEvent, time: datetime) -> dict[str, Any]:
     values["outcome"] = event.outcome.value
     values["interface"] = event.interface.value
     values["time"] = time.isoformat()
+    for name, value in values.items():
+        # PostgreSQL text holds no NUL, and a peer may put one in a UID or a path: the refusal of
+        # such a STOW-RS part failed to be audited, and the request with it (HTTP 500)
+        if isinstance(value, str) and "\x00" in value:
+            values[name] = value.replace("\x00", "\ufffd")
     for name, width in _WIDTHS.items():
         if values[name] is not None:
             values[name] = values[name][:width]

@@ -249,9 +249,8 @@ def read_instance_attributes(
         )
     name, alphabetic, ideographic, phonetic = person_name_groups(values.get("PatientName"))
     referring, *_ = person_name_groups(values.get("ReferringPhysicianName"))
-    charset = values.get("SpecificCharacterSet") or ""
-    if not isinstance(charset, str):
-        charset = "\\".join(charset)
+    # as text whatever VR it came with: one sent as US (numbers) raised TypeError here (C-STORE 0xC211)
+    charset = _text(values, "SpecificCharacterSet", 128)
     return InstanceAttributes(
         sop_class_uid=sop_class_uid,
         sop_instance_uid=sop_instance_uid,

@@ -413,3 +413,12 @@ def test_cli_export(cli_env: InstanceStore, audit: AuditLog, capsys: pytest.Capt
     assert main(["audit", "export", "--since", "2999-01-01"]) == 0
     assert len(ET.fromstring(capsys.readouterr().out)) == 0
     assert main(["audit", "export", "--since", "yesterday"]) == 2
+
+
+def test_a_nul_in_what_a_peer_sent_is_audited_not_refused(audit: AuditLog) -> None:
+    """Regression: a STOW-RS part whose SOP Instance UID held a NUL answered 500 on PostgreSQL."""
+    audit.record(_event(1, resource="POST /dicomweb/studies\x00", detail="STOW-RS refused 2.25.1\x00/../x"))
+    [row] = audit.query(limit=10)
+    assert row["detail"] == "STOW-RS refused 2.25.1\ufffd/../x"
+    assert row["resource"] == "POST /dicomweb/studies\ufffd"
+    assert audit.verify() == (True, 1, None)

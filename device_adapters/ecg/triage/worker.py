@@ -40,6 +40,7 @@ import logging
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,7 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from sqlalchemy.exc import IntegrityError
 
 from device_adapters.ecg.triage.measure import ALGORITHM, EcgMeasurements, load_neurokit, measure
@@ -77,6 +79,9 @@ __all__ = ["EcgTriage", "thresholds_of"]
 logger = logging.getLogger(__name__)
 
 _PAGE = 100
+# A 12-lead ECG of ten minutes at 1 kHz is 14 MB; a deflated one inflating past this is not read.
+_MAX_INFLATED = 64 << 20
+_DEFLATED = DeflatedExplicitVRLittleEndian.encode("ascii")
 
 
 def thresholds_of(settings: Settings) -> ScreenThresholds:
@@ -291,8 +296,11 @@ class EcgTriage:
     def _measure(self, instance: InstanceRecord) -> _Outcome:
         try:
             data = self.store.files.read(instance.file_key)
+            _check_inflated_size(data)
             ds = dcmread(BytesIO(data))
-        except (InvalidDicomError, ValueError, EOFError) as exc:
+        except NotAnalysableError as exc:
+            return _Outcome(EcgMeasurementStatus.NOT_ANALYSABLE, exc.reason)
+        except (InvalidDicomError, ValueError, EOFError, zlib.error) as exc:
             return _Outcome(EcgMeasurementStatus.FAILED, f"the stored file cannot be read as DICOM ({exc})")
         try:
             measurements = measure(read_leads(ds))
@@ -347,6 +355,29 @@ class EcgTriage:
                 updated_at=now,
             ),
             None,
+        )
+
+
+def _check_inflated_size(data: bytes) -> None:
+    """Refuse a Deflated data set that inflates past ``_MAX_INFLATED`` before pydicom inflates it whole.
+
+    The store keeps data sets as received and reads only a bounded prefix of
+    a deflated one to index it, so 2 MB that inflate to 2 GiB are stored as
+    2 MB; pydicom's ``dcmread`` would inflate all of it in memory (measured:
+    the server's RSS from 381 MiB to 4.1 GiB for one such ECG, 13 s of CPU).
+    The File Meta is teleconsult's own (``storage/part10.py``): its group
+    length says where the data set begins.
+    """
+    if len(data) < 144:
+        return
+    data_set_offset = 144 + int.from_bytes(data[140:144], "little")
+    if _DEFLATED not in data[:data_set_offset]:
+        return
+    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[data_set_offset:], _MAX_INFLATED + 1)
+    if len(inflated) > _MAX_INFLATED:
+        raise NotAnalysableError(
+            f"the deflated data set inflates to more than {_MAX_INFLATED >> 20} MiB; "
+            "an ECG is a few MiB at most, so it is not read"
         )
 
 

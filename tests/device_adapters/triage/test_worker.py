@@ -195,3 +195,56 @@ def test_rows_are_append_only(store: InstanceStore, triage: EcgTriage) -> None:
     for statement in ("UPDATE ecg_measurements SET positive = true", "DELETE FROM ecg_measurements"):
         with pytest.raises(DBAPIError, match="append-only"), store.index.engine.begin() as conn:
             conn.execute(text(statement))
+
+
+def test_a_deflated_ecg_that_inflates_to_gigabytes_is_not_read_whole(
+    store: InstanceStore, triage: EcgTriage
+) -> None:
+    """Regression: one 2 MB deflate bomb stored as an ECG took the server from 381 MiB to 4.1 GiB RSS."""
+    import random
+    import resource
+
+    from bench.reliability.mutations import ECG_12_LEAD, deflate_bomb
+
+    bomb = next(
+        mutant
+        for seed in range(64)
+        if (mutant := deflate_bomb(random.Random(seed), seed)).sop_class_uid == ECG_12_LEAD
+    )
+    store.store_instance(
+        bomb.data_set, bomb.transfer_syntax_uid, calling_ae_title="TOWNUS", source_organisation="TOWN01"
+    )
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    record = triage.analyse(bomb.sop_instance_uid)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) >> 10
+    assert record is not None
+    assert record.status is EcgMeasurementStatus.NOT_ANALYSABLE
+    assert record.reason is not None
+    assert "inflates to more than 64 MiB" in record.reason
+    assert grown_mib < 256
+
+
+def test_a_deflated_ecg_whose_stream_is_broken_gets_a_failed_row(
+    store: InstanceStore, triage: EcgTriage
+) -> None:
+    """A stream that cannot be inflated is recorded as failed once, not retried at every scan."""
+    import zlib
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = ecg_dataset(synthesise())
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    ds.set_original_encoding(False, True, None)
+    write_dataset(fp, ds)
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = compressor.compress(fp.getvalue()) + compressor.flush()
+    broken = deflated[: len(deflated) * 3 // 4]  # cut short: the header intact, the waveform not
+    store.store_instance(
+        broken, DeflatedExplicitVRLittleEndian, calling_ae_title="TOWNUS", source_organisation="TOWN01"
+    )
+    record = triage.analyse(ds.SOPInstanceUID)
+    assert record is not None
+    assert record.status in (EcgMeasurementStatus.FAILED, EcgMeasurementStatus.NOT_ANALYSABLE)

@@ -83,3 +83,23 @@ def test_random_bytes_are_refused_cleanly(data: bytes) -> None:
         comment = ""
         assert attrs.sop_instance_uid.replace(".", "").isdigit()
     assert len(comment) <= 64
+
+
+@pytest.mark.parametrize("vr", [b"US", b"FD", b"UL", b"OB", b"SQ"])
+def test_a_specific_character_set_with_a_wrong_vr_is_read_or_refused(vr: bytes) -> None:
+    """Regression: sent as US, its values were numbers and joining them raised TypeError (C-STORE 0xC211)."""
+    data = bytearray(encode(make_image(charset="ISO_IR 192")))
+    assert data[:6] == b"\x08\x00\x05\x00CS"
+    if vr in (b"OB", b"SQ"):  # long form: 2 reserved bytes and a 4-byte length
+        length = int.from_bytes(data[6:8], "little")
+        data[4:8] = vr + b"\x00\x00" + length.to_bytes(4, "little")
+    else:
+        data[4:6] = vr
+    try:
+        attrs = read_instance_attributes(bytes(data), ExplicitVRLittleEndian)
+    except InvalidInstanceError as exc:
+        comment = exc.comment
+    else:
+        comment = ""
+        assert isinstance(attrs.specific_character_set, str)
+    assert len(comment) <= 64
