@@ -12,7 +12,12 @@ directory (and, with ``--database-url``, a fresh PostgreSQL schema):
   to show the limit is counted per gateway process;
 - crash: ``--senders`` C-STORE senders (the first ``--large-senders`` of them
   with 2 MiB instances) and ``--stow-senders`` STOW-RS senders stream while
-  ``serve`` is SIGKILLed ``--kills`` times and restarted.
+  ``serve`` is SIGKILLed ``--kills`` times and restarted;
+- malformed (once, with the first ``--workers`` value): ``--files`` mutated
+  DICOM files through C-STORE and as many through STOW-RS
+  (``malformed.py``);
+- pdu (likewise): ``--pdus`` out-of-order and mutated PDUs from a raw socket
+  (``pdu_fuzz.py``).
 
 Afterwards every acknowledged instance is looked up (index row, file, SHA-256
 of the data set as sent), ``teleconsult store check`` runs, and the index is
@@ -29,6 +34,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import tempfile
@@ -39,9 +45,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.reliability.malformed import MalformedResult, run_malformed, summary
+from bench.reliability.pdu_fuzz import PduScenarioResult, run_pdu_fuzz
 from bench.reliability.scenarios import CrashResult, LimitResult, LoadResult, run_crashes, run_limit, run_load
 from bench.reliability.server import postgres_schema
 from bench.reliability.verify import IN_FLIGHT_STATES
+
+_SCENARIOS = ("load", "limit", "crash", "malformed", "pdu")
 
 
 @dataclass
@@ -70,7 +80,11 @@ def _workers(text: str) -> list[int]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.reliability", description=__doc__.splitlines()[0])
-    parser.add_argument("--scenarios", default="load,limit,crash", help="subset of load,limit,crash (all)")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(_SCENARIOS),
+        help=f"subset of {','.join(_SCENARIOS)} (all)",
+    )
     parser.add_argument(
         "--workers", type=_workers, default=[1, 0], help="gateway processes per run, 0 = one per CPU (1,0)"
     )
@@ -95,7 +109,36 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--kill-grace", type=float, default=5.0, help="crash: s a process may outlive its killed parent (5)"
     )
-    parser.add_argument("--seed", type=int, help="crash: random seed of the kill moments (random)")
+    parser.add_argument(
+        "--seed", type=int, help="crash: the kill moments; malformed, pdu: the first seed (random)"
+    )
+    parser.add_argument(
+        "--files",
+        type=int,
+        default=10_000,
+        help="malformed: mutants over C-STORE, and as many over STOW-RS (10000)",
+    )
+    parser.add_argument(
+        "--pdus", type=int, default=10_000, help="pdu: out-of-order and mutated PDUs sent (10000)"
+    )
+    parser.add_argument(
+        "--pdu-timeout",
+        type=float,
+        default=5.0,
+        help="pdu: the server's ACSE, DIMSE and network timeouts for that run, s (5)",
+    )
+    parser.add_argument(
+        "--oversized-mib",
+        type=int,
+        default=256,
+        help="pdu: MiB streamed into one P-DATA-TF claiming 4 GiB (256)",
+    )
+    parser.add_argument(
+        "--rss-limit-mib",
+        type=float,
+        default=512.0,
+        help="malformed, pdu: most the server's RSS may rise above its start during the run (512)",
+    )
     parser.add_argument(
         "--database-url", help="PostgreSQL URL; each run gets a fresh schema (default SQLite)"
     )
@@ -256,6 +299,122 @@ def _crash_row(result: CrashResult, workers: int) -> Row:
     return row
 
 
+def _malformed_row(result: MalformedResult, workers: int, rss_limit_mib: float) -> Row:
+    verification = result.verification
+    assert verification is not None
+    routes = (("c-store", result.cstore), ("stow-rs", result.stow))
+    row = Row(
+        row=f"malformed, {_processes(workers)}",
+        tried=(
+            f"{result.cstore.sent} mutants over C-STORE + {result.stow.sent} over STOW-RS "
+            f"({result.stow.requests} requests), {result.processes} gateway proc"
+        ),
+        acknowledged=f"{len(result.cstore.acks)} c-store + {len(result.stow.acks)} stow-rs",
+        lost=str(len(verification.lost)),
+        crashed=f"{'0' if result.alive else 'DIED'}; 5xx {result.stow.http_5xx}",
+        leaked=(
+            f"RSS {_change(result.rss_before_mib, result.rss_after_mib, 'MiB')} "
+            f"(max {result.rss_max_mib:.0f}); files outside data dir {len(result.outside)}"
+        ),
+        seconds=result.seconds,
+    )
+    for name, route in routes:
+        skipped = f"; skipped {dict(route.skipped)}" if route.skipped else ""
+        row.notes.append(f"{name} answers: {dict(route.outcomes.most_common())}{skipped}")
+    row.notes.append(
+        f"RSS max {result.rss_halves_mib[0]:.0f} MiB in the first half of the run, "
+        f"{result.rss_halves_mib[1]:.0f} MiB in the second; "
+        f"/healthz asked {result.health_checks} times, failed {len(result.health_failures)}"
+        + (f": {result.health_failures[:3]}" if result.health_failures else "")
+    )
+    row.notes.append(
+        f"index {verification.indexed} instances ({verification.unacknowledged_stored} never acknowledged), "
+        f"store check: {verification.store_check}; tracebacks in the log {result.tracebacks}; "
+        f"first seed {result.seed} (mutate(seed) in bench/reliability/mutations.py rebuilds any)"
+    )
+    unexpected = [item for _, route in routes for item in route.unexpected]
+    if unexpected:
+        row.notes.append(f"unexpected answers ({len(unexpected)}): {unexpected[:10]}")
+    errors = [item for _, route in routes for item in route.errors]
+    if errors:
+        row.notes.append(f"sender errors ({len(errors)}): {errors[:5]}")
+    if result.stop_log:
+        row.notes.append("end of the server's log at the stop:\n" + _indent(result.stop_log, 30))
+    problems = []
+    if not verification.ok:
+        problems.append(verification.problems())
+    if verification.unacknowledged_stored:
+        problems.append(f"{verification.unacknowledged_stored} stored but answered as refused")
+    if not result.alive:
+        problems.append("the server died")
+    if result.health_failures:
+        problems.append(f"/healthz failed {len(result.health_failures)} times")
+    if result.stow.http_5xx:
+        problems.append(f"{result.stow.http_5xx} HTTP 5xx")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected answers")
+    if result.outside:
+        problems.append(f"files outside the data directory: {result.outside[:5]}")
+    if result.rss_max_mib - result.rss_before_mib > rss_limit_mib:
+        problems.append(
+            f"RSS rose {result.rss_max_mib - result.rss_before_mib:.0f} MiB (limit {rss_limit_mib:.0f})"
+        )
+    if result.stuck_senders:
+        problems.append(f"senders stuck: {result.stuck_senders}")
+    if result.exit_status != 0:
+        problems.append(f"exit status {result.exit_status}")
+    row.verdict = "FAIL: " + "; ".join(problems) if problems else "ok"
+    return row
+
+
+def _pdu_row(result: PduScenarioResult, workers: int, rss_limit_mib: float) -> Row:
+    fuzz = result.fuzz
+    row = Row(
+        row=f"pdu, {_processes(workers)}",
+        tried=(
+            f"{fuzz.pdus} PDUs over {len(fuzz.connections)} raw connections (state-table walks + mutations), "
+            f"{result.oversized_mib} MiB into one PDU; timeouts {result.network_timeout:.0f} s"
+        ),
+        crashed="0" if result.alive else "DIED",
+        leaked=(
+            f"RSS {_change(result.rss_before_mib, result.rss_after_mib, 'MiB')} "
+            f"(max {result.rss_max_mib:.0f}), threads {_change(*result.threads)}"
+        ),
+        seconds=result.seconds,
+    )
+    row.notes.append(f"connections ended: {dict(fuzz.ends.most_common())}; slowest {fuzz.slowest:.1f} s")
+    row.notes.append(f"server answered: {dict(fuzz.answers.most_common(12))}")
+    if result.oversized is not None:
+        before, peak = result.oversized_rss_mib
+        row.notes.append(
+            f"oversized P-DATA-TF: {result.oversized.end} after {result.oversized.seconds:.1f} s, "
+            f"RSS {before:.0f} MiB before, {peak:.0f} MiB at most"
+        )
+    row.notes.append(
+        f"C-ECHO afterwards: {result.echo_after}; tracebacks in the log {result.tracebacks}; "
+        f"first seed {result.seed} (script_for(seed) in bench/reliability/pdu_fuzz.py rebuilds any)"
+    )
+    if fuzz.failures:
+        row.notes.append(f"not ended by the server within {result.deadline:.0f} s: {fuzz.failures[:10]}")
+    problems = []
+    if not result.alive:
+        problems.append("the server died")
+    if fuzz.failures:
+        problems.append(f"{len(fuzz.failures)} connections not ended in time or refused")
+    if result.threads[1] > result.threads[0] + 2:
+        problems.append(f"threads {result.threads[0]}→{result.threads[1]} after the connections ended")
+    if result.echo_after != "0x0000":
+        problems.append(f"C-ECHO afterwards: {result.echo_after}")
+    if result.rss_max_mib - result.rss_before_mib > rss_limit_mib:
+        problems.append(
+            f"RSS rose {result.rss_max_mib - result.rss_before_mib:.0f} MiB (limit {rss_limit_mib:.0f})"
+        )
+    if result.exit_status != 0:
+        problems.append(f"exit status {result.exit_status}")
+    row.verdict = "FAIL: " + "; ".join(problems) if problems else "ok"
+    return row
+
+
 def _indent(text: str, lines: int) -> str:
     return "\n".join(f"      {line}" for line in text.splitlines()[-lines:])
 
@@ -306,7 +465,7 @@ def _environment() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     scenarios = {item.strip() for item in args.scenarios.split(",")}
-    unknown = scenarios - {"load", "limit", "crash"}
+    unknown = scenarios - set(_SCENARIOS)
     if unknown:
         print(f"unknown scenarios: {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -387,6 +546,37 @@ def main(argv: list[str] | None = None) -> int:
                     return _crash_row(result, workers)
 
                 record("crash", workers, crash)
+        hostile_workers = args.workers[0]
+        seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+        if "malformed" in scenarios:
+
+            def malformed(url: str | None, workers: int = hostile_workers) -> Row:
+                result = run_malformed(
+                    Path(work) / "malformed",
+                    database_url=url,
+                    workers=workers,
+                    files=args.files,
+                    seed=seed,
+                )
+                raw.append({"scenario": "malformed", "workers": workers, **_plain(result), **summary(result)})
+                return _malformed_row(result, workers, args.rss_limit_mib)
+
+            record("malformed", hostile_workers, malformed)
+        if "pdu" in scenarios:
+
+            def pdu(url: str | None, workers: int = hostile_workers) -> Row:
+                result = run_pdu_fuzz(
+                    Path(work) / "pdu",
+                    workers=workers,
+                    pdus=args.pdus,
+                    seed=seed,
+                    timeout=args.pdu_timeout,
+                    oversized_mib=args.oversized_mib,
+                )
+                raw.append({"scenario": "pdu", "workers": workers, **_plain(result)})
+                return _pdu_row(result, workers, args.rss_limit_mib)
+
+            record("pdu", hostile_workers, pdu)
     environment["uptime_after"] = _environment()["uptime"]
     print()
     print(_table(rows))

@@ -37,9 +37,12 @@ from bench.reliability.server import ORGANISATION, KillReport, Serve, TreeStats
 from bench.reliability.verify import Verification, in_flight, verify
 
 __all__ = [
+    "STOW_PASSWORD",
+    "STOW_USER",
     "CrashResult",
     "LimitResult",
     "LoadResult",
+    "add_stow_user",
     "run_crashes",
     "run_limit",
     "run_load",
@@ -48,8 +51,8 @@ __all__ = [
 
 # 1024 x 2048 8-bit pixels: 2 MiB, eight 256 KB PDUs, a write that takes a while
 _LARGE = {"rows": 1024, "columns": 2048}
-_STOW_USER = "reliability"
-_STOW_PASSWORD = "reliability-password"
+STOW_USER = "reliability"
+STOW_PASSWORD = "reliability-password"
 
 
 def settle(serve: Serve, target: TreeStats | None = None, timeout: float = 20.0) -> TreeStats:
@@ -284,7 +287,7 @@ class CrashResult:
         return [orphan for report in self.kill_reports for orphan in report.orphans]
 
 
-def _add_stow_user(serve: Serve) -> None:
+def add_stow_user(serve: Serve) -> None:
     """A sonographer of the senders' organisation, written before the first ``serve``."""
     from teleconsult.config import Settings
     from teleconsult.storage.identity import IdentityStore
@@ -295,7 +298,7 @@ def _add_stow_user(serve: Serve) -> None:
     try:
         identity = IdentityStore(store.index.engine)
         identity.add_organisation(ORGANISATION, "Township 1")
-        identity.add_user(_STOW_USER, _STOW_PASSWORD, "sonographer", ORGANISATION)
+        identity.add_user(STOW_USER, STOW_PASSWORD, "sonographer", ORGANISATION)
     finally:
         store.close()
 
@@ -330,14 +333,14 @@ def run_crashes(
     with Serve(run_dir, database_url=database_url, workers=workers) as serve:
         result = CrashResult(kills, senders, stow_senders, serve.processes, seed, large_senders, kill_grace)
         if stow_senders:
-            _add_stow_user(serve)
+            add_stow_user(serve)
         stop = threading.Event()
         dicom = [
             StreamSender(serve.dicom_port, f"crash-{i}", stop, **(_LARGE if i < large_senders else {}))
             for i in range(senders)
         ]
         http = [
-            StowSender(f"http://127.0.0.1:{serve.http_port}", _STOW_USER, _STOW_PASSWORD, f"stow-{i}", stop)
+            StowSender(f"http://127.0.0.1:{serve.http_port}", STOW_USER, STOW_PASSWORD, f"stow-{i}", stop)
             for i in range(stow_senders)
         ]
 
