@@ -189,8 +189,12 @@ class EcgTriage:
                     self._scan_due = False
                     self._cond.notify_all()
             with self._cond:
-                if not self._queue:
-                    self._cond.wait(max(0.0, next_scan - time.monotonic()))
+                # Checked under the lock: a stop() between the loop's test and
+                # here has already notified, and a plain wait would sleep
+                # through it until the next scan (serve then took 30 s to stop).
+                self._cond.wait_for(
+                    lambda: self._queue or self._stopping.is_set(), max(0.0, next_scan - time.monotonic())
+                )
                 if not self._queue or self._stopping.is_set():
                     continue
                 sop_instance_uid, _ = self._queue.popitem(last=False)
