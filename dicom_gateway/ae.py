@@ -41,6 +41,7 @@ from dicom_gateway.handlers.store import handle_store
 from dicom_gateway.handlers.worklist import MODALITY_WORKLIST_FIND, dispatch_find
 from dicom_gateway.query import QUERY_RETRIEVE_SOP_CLASSES
 from dicom_gateway.reactor_pacing import ReactorPacing
+from dicom_gateway.silent_peers import end_unrequested
 from dicom_gateway.sockets import AcceptorRequestHandler, RequestorAE, set_no_delay
 from dicom_gateway.sop_classes import (
     STORAGE_SOP_CLASSES,
@@ -409,6 +410,7 @@ def start_gateway(
     ae.tls_refused = auditor.record_tls_refusal
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, set_no_delay),
+        (evt.EVT_CONN_CLOSE, end_unrequested),
         (evt.EVT_REQUESTED, _handle_requested, [context]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [context]),
