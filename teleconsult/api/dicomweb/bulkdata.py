@@ -23,6 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from teleconsult.api.dicomweb.dicomjson import BULK_VRS
 from teleconsult.api.dicomweb.errors import InvalidRequestError
+from teleconsult.api.dicomweb.inflation import check_inflated_size
 from teleconsult.api.dicomweb.multipart import file_chunks
 from teleconsult.api.dicomweb.pixels import FrameSource, all_pixel_bytes
 from teleconsult.errors import NotFoundError
@@ -56,6 +57,7 @@ def bulk_value(path: Path, transfer_syntax_uid: str, steps: list[int]) -> tuple[
     """The bytes of one bulk data value and its length, or ``NotFoundError`` (404)."""
     if steps == [_PIXEL_DATA]:
         return all_pixel_bytes(FrameSource(path, transfer_syntax_uid))
+    check_inflated_size(path)
     ds = dcmread(path, defer_size=256)
     missing = NotFoundError(f"the instance has no bulk data at {'/'.join(str(s) for s in steps)}")
     current: Dataset = ds

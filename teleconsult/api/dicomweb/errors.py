@@ -13,6 +13,7 @@ __all__ = [
     "InvalidRequestError",
     "NotAcceptableError",
     "PayloadTooLargeError",
+    "UnprocessableInstanceError",
     "UnsupportedMediaTypeError",
 ]
 
@@ -43,3 +44,10 @@ class UnsupportedMediaTypeError(TeleconsultError):
 
     code = "unsupported-media-type"
     http_status = 415
+
+
+class UnprocessableInstanceError(TeleconsultError):
+    """A stored instance that can be sent as stored but not parsed (deflated, too large inflated)."""
+
+    code = "unprocessable-instance"
+    http_status = 422

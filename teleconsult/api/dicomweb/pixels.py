@@ -25,6 +25,7 @@ from pydicom.pixels import pack_bits, pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from teleconsult.api.dicomweb.errors import InvalidRequestError, NotAcceptableError
+from teleconsult.api.dicomweb.inflation import check_inflated_size
 from teleconsult.api.dicomweb.multipart import file_chunks
 
 __all__ = ["FrameSource", "FramesPath", "all_pixel_bytes", "parse_frame_list"]
@@ -70,6 +71,7 @@ class FrameSource:
     def __init__(self, path: Path, transfer_syntax_uid: str) -> None:
         self.path = path
         self.transfer_syntax_uid = transfer_syntax_uid
+        check_inflated_size(path)
         self.dataset = dcmread(path, defer_size=256)
         if _PIXEL_DATA not in self.dataset:
             raise NotAcceptableError(

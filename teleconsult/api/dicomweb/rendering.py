@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
 from teleconsult.api.dicomweb.errors import InvalidRequestError, NotAcceptableError
+from teleconsult.api.dicomweb.inflation import check_inflated_size, is_deflated
 
 __all__ = ["THUMBNAIL", "RenderOptions", "parse_render_options", "render_frame"]
 
@@ -147,9 +149,15 @@ def render_frame(path: Path, index: int, options: RenderOptions) -> bytes:
     Raises ``NotAcceptableError`` (406) for an instance without pixel data
     (an ECG, a report): it has no image representation here.
     """
+    check_inflated_size(path)
     ds = Dataset()
     try:
-        array = pixel_array(path, index=index, ds_out=ds)
+        if is_deflated(path):
+            # pydicom reads pixels from a path without inflating: from the whole data set instead
+            ds = dcmread(path)
+            array = pixel_array(ds, index=index)
+        else:
+            array = pixel_array(path, index=index, ds_out=ds)
     except (AttributeError, KeyError, ValueError) as exc:
         raise NotAcceptableError(
             "this instance has no pixel data to render (waveform, report or document); "

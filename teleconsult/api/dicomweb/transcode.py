@@ -28,6 +28,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from teleconsult.api.dicomweb.inflation import check_inflated_size
 from teleconsult.api.dicomweb.media import ANY_TRANSFER_SYNTAX
 
 __all__ = ["can_convert", "choose_transfer_syntax", "convert_file"]
@@ -73,6 +74,7 @@ def convert_file(path: Path, target: str) -> bytes:
     losslessly re-encoded, or for lossy sources decoded as stored); colour
     JPEG in YBR is delivered as RGB with Photometric Interpretation set so.
     """
+    check_inflated_size(path)
     ds = dcmread(path)
     stored = UID(ds.file_meta.TransferSyntaxUID)
     if stored.is_compressed and stored != DeflatedExplicitVRLittleEndian:

@@ -31,6 +31,7 @@ from teleconsult.api.dicomweb.access import InstancePath, Located, SeriesPath, S
 from teleconsult.api.dicomweb.bulkdata import BulkDataPath, bulk_value, parse_bulk_path
 from teleconsult.api.dicomweb.dicomjson import DicomJSONResponse, dataset_to_json
 from teleconsult.api.dicomweb.errors import InvalidRequestError, NotAcceptableError
+from teleconsult.api.dicomweb.inflation import check_inflated_size
 from teleconsult.api.dicomweb.media import (
     DICOM,
     DICOM_JSON,
@@ -206,6 +207,7 @@ def retrieve_instance(
 
 
 def _read_header(path: Path, transfer_syntax_uid: str) -> Any:
+    check_inflated_size(path)
     # A deflated data set is inflated in memory: deferred values could not be re-read by offset.
     defer = None if transfer_syntax_uid == DeflatedExplicitVRLittleEndian else _DEFER_SIZE
     return dcmread(path, defer_size=defer)

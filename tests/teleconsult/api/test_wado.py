@@ -11,6 +11,7 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -18,6 +19,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from teleconsult.api.dicomweb import inflation
 from tests.conftest import ApiClient
 from tests.factories import DX_PRESENTATION, US_MULTIFRAME, encode, make_ecg, make_image
 
@@ -121,6 +123,38 @@ def test_an_instance_over_a_mebibyte_is_streamed_with_the_same_framing(api: ApiC
     assert headers["content-type"] == f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"
     assert int(headers["content-length"]) == len(stored)
     assert body == stored
+
+
+def test_a_deflated_data_set_too_large_inflated_is_sent_as_stored_but_not_parsed(
+    api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deflate bomb (2 MB stored, gigabytes inflated) must not be inflated whole by a metadata request."""
+    image = make_image(rows=1024, columns=1536)
+    image.PixelData = bytes(len(image.PixelData))  # 1.5 MiB of zeros
+    ds = _store(api, image, syntax=DeflatedExplicitVRLittleEndian)
+    stored = api.store.read_instance(ds.SOPInstanceUID)
+    assert len(stored) < 64 << 10
+    record = api.store.index.instance(ds.SOPInstanceUID)
+    assert record is not None
+    assert record.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+    monkeypatch.setattr(inflation, "MAX_INFLATED_BYTES", 1 << 20)
+
+    ((_, body),) = _parts(_get(api, _url(ds)))
+    assert body == stored
+    for suffix in ("/metadata", "/frames/1", "/rendered", "/bulkdata/7fe00010"):
+        accept = {"/metadata": "application/dicom+json", "/rendered": "image/png"}.get(suffix, "*/*")
+        response = _get(api, _url(ds, suffix), accept=accept)
+        assert response.status_code == 422, (suffix, response.status_code, response.text[:200])
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "inflates to more than 1 MiB" in response.json()["detail"], suffix
+
+    monkeypatch.setattr(inflation, "MAX_INFLATED_BYTES", 64 << 20)
+    metadata = _get(api, _url(ds, "/metadata"), accept="application/dicom+json")
+    assert metadata.status_code == 200
+    assert metadata.json()[0]["00080018"]["Value"] == [ds.SOPInstanceUID]
+    rendered = _get(api, _url(ds, "/rendered"), accept="image/png")
+    assert rendered.status_code == 200, rendered.text[:200]
+    assert Image.open(io.BytesIO(rendered.content)).size == (1536, 1024)
 
 
 def test_retrieve_study_and_series(api: ApiClient) -> None:
