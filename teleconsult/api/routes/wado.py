@@ -76,6 +76,10 @@ _COMMON: dict[int | str, dict[str, Any]] = {
     401: {"description": "No valid bearer token"},
     404: {"description": "Not stored, or outside the caller's organisations (indistinguishable)"},
     406: {"description": "None of the accepted media types or transfer syntaxes can be produced"},
+    422: {
+        "description": "A deflated data set that inflates past 256 MiB: retrieved only as stored, "
+        "never parsed (unprocessable-instance)"
+    },
 }
 
 
