@@ -38,6 +38,7 @@ __all__ = [
     "libpq_url",
     "log_tail",
     "receiver_session",
+    "stop_process",
 ]
 
 BASELINE = "baseline"
@@ -76,7 +77,7 @@ class Session:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit; safe to call twice."""
-        _stop_process(self.process)
+        stop_process(self.process)
 
     def stored_count(self) -> int:
         """Instances the receiver holds; call after ``stop`` so everything is settled."""
@@ -117,12 +118,13 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], log_path: Path) 
     raise BenchError(f"receiver did not listen on {_HOST}:{port} within {_START_TIMEOUT:.0f} s")
 
 
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = _STOP_TIMEOUT) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``; safe to call twice."""
     if process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=_STOP_TIMEOUT)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.ingest.receivers import CALLING_AE_TITLE, BenchError, Endpoint, free_port, log_tail
+from bench.ingest.receivers import CALLING_AE_TITLE, BenchError, Endpoint, free_port, log_tail, stop_process
 
 __all__ = [
     "ORTHANC_AE_TITLE",
@@ -112,7 +111,7 @@ class OrthancSession:
                 self._stored = int(self.get_json("/statistics")["CountInstances"])
             except (OSError, ValueError, KeyError) as exc:
                 self._count_error = f"{type(exc).__name__}: {exc}"
-        _stop_process(self.process)
+        stop_process(self.process, _STOP_TIMEOUT)
 
     def stored_count(self) -> int:
         """Instances Orthanc's index held just before it was stopped."""
@@ -120,17 +119,6 @@ class OrthancSession:
             reason = self._count_error or f"Orthanc exited (status {self.process.returncode}) first"
             raise BenchError(f"could not count Orthanc's instances: {reason}\n{log_tail(self.log_path)}")
         return self._stored
-
-
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _wait_for_dicom(session: OrthancSession) -> None:
