@@ -14,9 +14,10 @@
     │   └── AlreadySignedError      this signature has been given already (409)
     ├── AuthenticationError         no valid credentials (401)
     ├── PermissionDeniedError       valid credentials without the right (403)
-    ├── StorageFullError            the disk or a quota is full (A700 / 507)
-    ├── IndexUnavailableError       the SQL index cannot be reached (A701 / 503)
-    └── StorageUnavailableError     the object storage cannot be reached or refused (A702 / 503)
+    └── OutOfResourcesError         a resource failed: a retry later may succeed (A7xx)
+        ├── StorageFullError        the disk or a quota is full (A700 / 507)
+        ├── IndexUnavailableError   the SQL index cannot be reached (A701 / 503)
+        └── StorageUnavailableError the object storage cannot be reached or refused (A702 / 503)
 
 Each class carries a fixed ``code`` slug, an HTTP status and, where it
 applies, the DIMSE status a C-STORE handler answers with. Messages name the
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidUIDError",
     "InvalidWorklistItemError",
     "NotFoundError",
+    "OutOfResourcesError",
     "ReferralStateError",
     "ReportSignedError",
     "SOPClassMismatchError",
@@ -136,19 +138,31 @@ class PermissionDeniedError(TeleconsultError):
     http_status = 403
 
 
-class StorageFullError(TeleconsultError):
+class OutOfResourcesError(TeleconsultError):
+    """Nothing was wrong with the request; what it needs is missing for now (DICOM "out of resources").
+
+    A request storing several objects stops at the first one: the rest would
+    fail the same way.
+    """
+
+    code = "out-of-resources"
+    http_status = 503
+    dimse_status = 0xA700
+
+
+class StorageFullError(OutOfResourcesError):
     code = "storage-full"
     http_status = 507
     dimse_status = 0xA700  # Refused: out of resources
 
 
-class IndexUnavailableError(TeleconsultError):
+class IndexUnavailableError(OutOfResourcesError):
     code = "index-unavailable"
     http_status = 503
     dimse_status = 0xA701
 
 
-class StorageUnavailableError(TeleconsultError):
+class StorageUnavailableError(OutOfResourcesError):
     """The object storage (TELECONSULT_STORAGE_URL) did not take or give a file: unreachable, 5xx, refused."""
 
     code = "storage-unavailable"

@@ -19,8 +19,10 @@ from teleconsult.errors import (
     AuthenticationError,
     IndexUnavailableError,
     PermissionDeniedError,
+    StorageFullError,
     TeleconsultError,
 )
+from teleconsult.storage.transactions import is_disk_full
 
 __all__ = ["install_problem_handlers", "problem"]
 
@@ -70,6 +72,15 @@ def install_problem_handlers(app: FastAPI) -> None:
             with contextlib.suppress(RuntimeError, OSError):
                 await request.close(1011)
             return None
+        if is_disk_full(exc):
+            logger.error("%s %s: the index's disk is full (%s)", request.method, request.url.path, cause)
+            return problem(
+                request,
+                StorageFullError.http_status,
+                "storage full",
+                "the index's disk is full; nothing was changed, retry once space has been freed",
+                StorageFullError.code,
+            )
         logger.error("%s %s: the index cannot be reached (%s)", request.method, request.url.path, cause)
         response = problem(
             request,

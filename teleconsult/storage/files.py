@@ -28,7 +28,7 @@ from pathlib import Path
 
 from teleconsult.errors import NotFoundError, StorageFullError
 
-__all__ = ["FileStore", "check_key", "content_key"]
+__all__ = ["FileStore", "check_key", "content_key", "raise_if_disk_full"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,14 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def raise_if_disk_full(exc: OSError, what: str) -> None:
+    """Raise ``StorageFullError`` (0xA700 / 507) from ``exc`` when it says the disk or a quota is full."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise StorageFullError(
+            f"{what}; free disk space and resend", comment="Out of disk space; resend later"
+        ) from exc
 
 
 class FileStore:
@@ -170,11 +178,7 @@ class FileStore:
                     directory_synced.result()
         except OSError as exc:
             (final if renamed else temp).unlink(missing_ok=True)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFullError(
-                    f"no space left in {self.root} while storing {key}; free disk space and resend",
-                    comment="Out of disk space; resend later",
-                ) from exc
+            raise_if_disk_full(exc, f"no space left in {self.root} while storing {key}")
             raise
         return size
 

@@ -52,7 +52,7 @@ from teleconsult.domain.studies import (
 from teleconsult.errors import IndexUnavailableError
 from teleconsult.storage.matching import build_query
 from teleconsult.storage.tables import Instance, InstanceVersion, Patient, Series, Study
-from teleconsult.storage.transactions import reader
+from teleconsult.storage.transactions import reader, write_refused
 
 __all__ = [
     "POSTGRESQL_CONNECT_DEFAULTS",
@@ -340,10 +340,8 @@ class Index:
                     while len(self._series_cache) > 4096:
                         self._series_cache.popitem(last=False)
         except OperationalError as exc:
-            raise IndexUnavailableError(
-                f"the index at {self.engine.url.render_as_string(hide_password=True)} "
-                f"cannot be written ({type(exc.orig).__name__}); retry later",
-                comment="Index unavailable; resend later",
+            raise write_refused(
+                exc, f"the index at {self.engine.url.render_as_string(hide_password=True)}"
             ) from exc
         finally:
             self._local.pending = None

@@ -12,10 +12,15 @@ costs three round trips to the server (``BEGIN``, the statement, and the
 Per request that was most of the time a one-row answer spends in the index.
 A read of several statements that must see one snapshot opens its own
 transaction (``writing``, or ``engine.begin()``).
+
+A write that fails because the index's disk is full (SQLite in the data
+directory, or the PostgreSQL server's disk) is told apart from an index that
+cannot be reached: the operator has to free space, not restart a server.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,9 +28,12 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
-from teleconsult.errors import IndexUnavailableError
+from teleconsult.errors import IndexUnavailableError, OutOfResourcesError, StorageFullError
 
-__all__ = ["reader", "reading", "writing"]
+__all__ = ["is_disk_full", "reader", "reading", "write_refused", "writing"]
+
+# PostgreSQL's SQLSTATE disk_full (class 53, insufficient resources).
+_PG_DISK_FULL = "53100"
 
 _readers: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 
@@ -49,9 +57,29 @@ def writing(engine: Engine) -> Iterator[Connection]:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
     except OperationalError as exc:
-        raise IndexUnavailableError(
-            f"the index cannot be written ({type(exc.orig).__name__}); retry later"
-        ) from exc
+        raise write_refused(exc, "the index") from exc
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a database error (SQLAlchemy's or the driver's) says its disk is full."""
+    orig = getattr(exc, "orig", exc)
+    return (
+        getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        or getattr(orig, "sqlstate", None) == _PG_DISK_FULL
+    )
+
+
+def write_refused(exc: OperationalError, index: str) -> OutOfResourcesError:
+    """What a failed write of ``index`` raises: its disk is full (A700, 507) or it is down (A701, 503)."""
+    if is_disk_full(exc):
+        return StorageFullError(
+            f"{index} cannot be written: its disk is full; free disk space and resend",
+            comment="Out of disk space; resend later",
+        )
+    return IndexUnavailableError(
+        f"{index} cannot be written ({type(exc.orig).__name__}); retry later",
+        comment="Index unavailable; resend later",
+    )
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
 
 from teleconsult.api.dicomweb.errors import InvalidRequestError, PayloadTooLargeError
+from teleconsult.storage.files import raise_if_disk_full
 
 __all__ = [
     "CHUNK_SIZE",
@@ -230,6 +231,8 @@ async def read_multipart(
     InvalidRequestError
         The body is not a well-formed multipart message with this boundary,
         ends before its closing delimiter, or holds no part (400).
+    StorageFullError
+        A part larger than what is kept in memory found no room on the disk (507).
     """
     if not boundary or len(boundary) > 70:
         raise InvalidRequestError("the multipart Content-Type needs a boundary parameter of 1-70 characters")
@@ -256,6 +259,10 @@ async def read_multipart(
     except MultipartParseError as exc:
         collector.close()
         raise InvalidRequestError(f"the multipart body is malformed: {exc}") from exc
+    except OSError as exc:
+        collector.close()
+        raise_if_disk_full(exc, f"no space left in {spool_dir} to receive the upload")
+        raise
     except BaseException:
         collector.close()
         raise

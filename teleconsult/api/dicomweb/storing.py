@@ -18,7 +18,7 @@ from teleconsult.api.dicomweb.multipart import ReceivedPart
 from teleconsult.api.dicomweb.part10 import split_part10
 from teleconsult.domain.instances import read_instance_attributes
 from teleconsult.domain.studies import StoredInstance
-from teleconsult.errors import StorageUnavailableError, TeleconsultError
+from teleconsult.errors import OutOfResourcesError, TeleconsultError
 from teleconsult.storage.store import InstanceStore
 
 __all__ = [
@@ -56,8 +56,9 @@ def store_part(
 ) -> PartResult:
     """Store one part as ``organisation``'s; never raises for a bad part.
 
-    Raises ``StorageUnavailableError`` when the object storage cannot take
-    it: no later part could be stored either, so the request fails (503).
+    Raises ``OutOfResourcesError`` when the disk is full (507), or the index
+    or the object storage cannot take it (503): no later part could be stored
+    either, so the request fails as a whole.
     """
     content_type = parse_content_type(part.headers.get("content-type"))
     if content_type is not None and content_type.type != DICOM:
@@ -96,7 +97,7 @@ def store_part(
             expected_sop_class_uid=meta.sop_class_uid or None,
             expected_sop_instance_uid=meta.sop_instance_uid or None,
         )
-    except StorageUnavailableError:
+    except OutOfResourcesError:
         raise
     except TeleconsultError as exc:
         return PartResult(

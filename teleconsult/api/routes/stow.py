@@ -10,9 +10,11 @@ thread, recorded as the caller's organisation's, and audited one by one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy.exc import SQLAlchemyError
 
 from teleconsult.api.auditing import audit_request
 from teleconsult.api.deps import PrincipalDep, SettingsDep, StoreDep
@@ -31,7 +33,7 @@ from teleconsult.api.dicomweb.uris import PREFIX, DicomwebURLs
 from teleconsult.audit import AuditOutcome, Interface
 from teleconsult.config import Settings
 from teleconsult.domain.identity import Principal
-from teleconsult.errors import StorageUnavailableError, TeleconsultError
+from teleconsult.errors import OutOfResourcesError, TeleconsultError
 from teleconsult.storage.store import InstanceStore
 
 __all__ = ["router"]
@@ -50,7 +52,14 @@ _ROUTE: dict[str, Any] = {
         409: {"description": "No instance stored; FailedSOPSequence gives each reason", **_STORE_RESPONSE},
         413: {"description": "Body larger than TELECONSULT_HTTP_MAX_UPLOAD_BYTES"},
         415: {"description": 'Not multipart/related; type="application/dicom"'},
-        503: {"description": "The object storage cannot be reached; send the request again later"},
+        503: {
+            "description": "The index or the object storage cannot be reached: the request stops at that "
+            "part, parts before it stay stored (sending them again is harmless); send it again later"
+        },
+        507: {
+            "description": "The disk of the data directory or of the index is full: the request stops at "
+            "the part that found no room, parts before it stay stored; send it again once space is freed"
+        },
     },
     "openapi_extra": {
         "requestBody": {
@@ -117,12 +126,14 @@ def _store_all(
     for part in parts:
         try:
             result = store_part(part, store, organisation=principal.organisation, study=study)
-        except StorageUnavailableError as exc:
-            # The object storage is down: the rest would fail too. The request answers 503;
-            # parts stored before stay stored (sending them again is harmless).
-            _audit_part(
-                request, principal, PartResult("", "", failure_reason=exc.dimse_status, message=exc.message)
-            )
+        except OutOfResourcesError as exc:
+            # The disk is full, or the index or the object storage is down: the rest would fail
+            # too. The request answers 507 or 503; parts stored before stay stored (sending them
+            # again is harmless). With the index down its audit row cannot be written either
+            # (AuditLog logs that): the request fails with the error that stopped it.
+            refused = PartResult("", "", failure_reason=exc.dimse_status, message=exc.message)
+            with contextlib.suppress(SQLAlchemyError):
+                _audit_part(request, principal, refused)
             raise
         finally:
             part.close()
