@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import ColumnElement, Engine, String, and_, bindparam, false, func, or_, select
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg as psycopg_dialect
+from sqlalchemy.exc import DBAPIError
 
 from teleconsult.storage.tables import AuditRecord
 from teleconsult.storage.transactions import reader
@@ -252,6 +253,24 @@ class AuditLog:
             )
             try:
                 cursor.execute(script)
+            except psycopg.Error as exc:
+                # Raised on the driver's cursor, past SQLAlchemy: wrapped as SQLAlchemy wraps its own
+                # (a lost connection invalidated, never pooled again), so that callers and the API's
+                # handlers see the OperationalError of an unreachable index (503), not a bare driver error.
+                lost = conn.dialect.is_disconnect(exc, driver, cursor)
+                if lost:
+                    conn.invalidate()
+                else:
+                    with contextlib.suppress(Exception):
+                        cursor.execute("ROLLBACK")
+                raise DBAPIError.instance(
+                    "audit append",
+                    None,
+                    exc,
+                    psycopg.Error,
+                    connection_invalidated=lost,
+                    dialect=conn.dialect,
+                ) from exc
             except BaseException:
                 with contextlib.suppress(Exception):
                     cursor.execute("ROLLBACK")

@@ -17,7 +17,10 @@ directory (and, with ``--database-url``, a fresh PostgreSQL schema):
   DICOM files through C-STORE and as many through STOW-RS
   (``malformed.py``);
 - pdu (likewise): ``--pdus`` out-of-order and mutated PDUs from a raw socket
-  (``pdu_fuzz.py``).
+  (``pdu_fuzz.py``);
+- outage (for each ``--workers`` value, with ``--database-url`` only): the
+  crash row's senders stream while PostgreSQL is unreachable for
+  ``--outage-seconds``, then back, with no restart (``outage.py``).
 
 Afterwards every acknowledged instance is looked up (index row, file, SHA-256
 of the data set as sent), ``teleconsult store check`` runs, and the index is
@@ -39,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
@@ -46,12 +50,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.reliability.malformed import MalformedResult, run_malformed, summary
+from bench.reliability.outage import OutageResult, run_outage
 from bench.reliability.pdu_fuzz import PduScenarioResult, run_pdu_fuzz
 from bench.reliability.scenarios import CrashResult, LimitResult, LoadResult, run_crashes, run_limit, run_load
+from bench.reliability.senders import Ack
 from bench.reliability.server import postgres_schema
 from bench.reliability.verify import IN_FLIGHT_STATES
 
-_SCENARIOS = ("load", "limit", "crash", "malformed", "pdu")
+_SCENARIOS = ("load", "limit", "crash", "outage", "malformed", "pdu")
 
 
 @dataclass
@@ -138,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=512.0,
         help="malformed, pdu: most the server's RSS may rise above its start during the run (512)",
+    )
+    parser.add_argument(
+        "--outage-seconds",
+        type=float,
+        default=60.0,
+        help="outage: how long PostgreSQL is unreachable, s (60)",
     )
     parser.add_argument(
         "--database-url", help="PostgreSQL URL; each run gets a fresh schema (default SQLite)"
@@ -229,22 +241,25 @@ def _limit_row(result: LimitResult, workers: int, seconds: float) -> Row:
     return row
 
 
+def _by_route(acks: list[Ack]) -> str:
+    """What was acknowledged, per route: ``2484 c-store + 413 stow-rs``."""
+    counts = Counter(ack.via for ack in acks)
+    return " + ".join(f"{count} {via}" for via, count in sorted(counts.items())) or "0"
+
+
 def _crash_row(result: CrashResult, workers: int) -> Row:
     verification = result.verification
     assert verification is not None
     senders = f"{result.senders} C-STORE ({min(result.senders, result.large_senders)} x 2 MiB)"
     if result.stow_senders:
         senders += f" + {result.stow_senders} STOW-RS"
-    by_route: dict[str, int] = {}
-    for ack in result.acks:
-        by_route[ack.via] = by_route.get(ack.via, 0) + 1
     row = Row(
         row=f"crash, {_processes(workers)}",
         tried=(
             f"{senders} senders streaming, SIGKILL of serve at random, restart; "
             f"{result.processes} gateway proc"
         ),
-        acknowledged=" + ".join(f"{count} {via}" for via, count in sorted(by_route.items())) or "0",
+        acknowledged=_by_route(result.acks),
         lost=str(len(verification.lost)),
         crashed=f"{len(result.kill_reports)} SIGKILL",
         swept=f"{sum(result.swept)}",
@@ -291,6 +306,64 @@ def _crash_row(result: CrashResult, workers: int) -> Row:
         problems.append(verification.problems())
     if orphans:
         problems.append(f"{orphans} processes outlived the killed parent")
+    if result.stuck_senders:
+        problems.append(f"senders stuck: {result.stuck_senders}")
+    if result.exit_status != 0:
+        problems.append(f"exit status {result.exit_status}")
+    row.verdict = "FAIL: " + "; ".join(problems) if problems else "ok"
+    return row
+
+
+def _outage_row(result: OutageResult, workers: int) -> Row:
+    verification = result.verification
+    assert verification is not None
+    senders = f"{result.senders} C-STORE + {result.stow_senders} STOW-RS senders streaming"
+    row = Row(
+        row=f"outage, {_processes(workers)}",
+        tried=(
+            f"{senders}, PostgreSQL unreachable {result.outage_seconds:.0f} s (connections reset, new ones "
+            f"refused), then back, no restart; {result.processes} gateway proc"
+        ),
+        acknowledged=_by_route(result.acks),
+        lost=str(len(verification.lost)),
+        crashed="0" if result.same_process else "serve exited",
+        seconds=result.seconds,
+    )
+    row.notes.append(
+        f"acknowledged while the index was away (after the first second): {result.acked_during}; "
+        f"before it went: {result.acked_before}"
+    )
+    row.notes.append(
+        "C-STORE answers other than success: "
+        f"{{{', '.join(f'{k:#06x}: {v}' for k, v in sorted(result.refusals.items()))}}}; "
+        f"STOW-RS not stored (retried): {dict(result.stow_failures)}"
+    )
+    row.notes.append(
+        "first acknowledgement after the index came back: "
+        + ", ".join(
+            f"{route} {'never' if seconds is None else f'{seconds:.2f} s'}"
+            for route, seconds in sorted(result.recovery_seconds.items())
+        )
+    )
+    row.notes.append(
+        "/readyz answers: "
+        + "; ".join(f"{phase} {dict(answers)}" for phase, answers in result.readiness.items())
+    )
+    row.notes.append(
+        f"index {verification.indexed} instances ({verification.unacknowledged_stored} never acknowledged), "
+        f"{verification.unindexed_files} unindexed files; store check: {verification.store_check}"
+    )
+    if result.stop_log:
+        row.notes.append("end of the server's log at the stop:\n" + _indent(result.stop_log, 30))
+    problems = []
+    if not verification.ok:
+        problems.append(verification.problems())
+    if result.acked_during:
+        problems.append(f"{result.acked_during} acknowledged while the index was unreachable")
+    if not result.same_process:
+        problems.append("serve did not survive the outage")
+    if any(seconds is None for seconds in result.recovery_seconds.values()):
+        problems.append("a route did not store again after the outage")
     if result.stuck_senders:
         problems.append(f"senders stuck: {result.stuck_senders}")
     if result.exit_status != 0:
@@ -546,6 +619,25 @@ def main(argv: list[str] | None = None) -> int:
                     return _crash_row(result, workers)
 
                 record("crash", workers, crash)
+            if "outage" in scenarios and args.database_url:
+
+                def outage(url: str | None, workers: int = workers) -> Row:
+                    assert url is not None
+                    result = run_outage(
+                        Path(work) / f"outage-{workers}",
+                        database_url=url,
+                        workers=workers,
+                        outage_seconds=args.outage_seconds,
+                        senders=args.senders,
+                        stow_senders=args.stow_senders,
+                        large_senders=args.large_senders,
+                    )
+                    raw.append({"scenario": "outage", "workers": workers, **_plain(result)})
+                    return _outage_row(result, workers)
+
+                record("outage", workers, outage)
+            elif "outage" in scenarios and workers == args.workers[0]:
+                print("outage: skipped, it needs --database-url (SQLite has no server to lose)", flush=True)
         hostile_workers = args.workers[0]
         seed = args.seed if args.seed is not None else random.randrange(1 << 30)
         if "malformed" in scenarios:

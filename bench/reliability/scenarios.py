@@ -33,7 +33,7 @@ from bench.reliability.senders import (
     request_association,
     run_threads,
 )
-from bench.reliability.server import ORGANISATION, KillReport, Serve, TreeStats
+from bench.reliability.server import HOST, ORGANISATION, KillReport, Serve, TreeStats
 from bench.reliability.verify import Verification, in_flight, verify
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "run_limit",
     "run_load",
     "settle",
+    "streaming_senders",
 ]
 
 # 1024 x 2048 8-bit pixels: 2 MiB, eight 256 KB PDUs, a write that takes a while
@@ -287,6 +288,21 @@ class CrashResult:
         return [orphan for report in self.kill_reports for orphan in report.orphans]
 
 
+def streaming_senders(
+    serve: Serve, label: str, stop: threading.Event, senders: int, large_senders: int, stow_senders: int
+) -> tuple[list[StreamSender], list[StowSender]]:
+    """C-STORE senders (the first ``large_senders`` with 2 MiB instances) and STOW-RS senders."""
+    dicom = [
+        StreamSender(serve.dicom_port, f"{label}-{i}", stop, **(_LARGE if i < large_senders else {}))
+        for i in range(senders)
+    ]
+    http = [
+        StowSender(f"http://{HOST}:{serve.http_port}", STOW_USER, STOW_PASSWORD, f"stow-{i}", stop)
+        for i in range(stow_senders)
+    ]
+    return dicom, http
+
+
 def add_stow_user(serve: Serve) -> None:
     """A sonographer of the senders' organisation, written before the first ``serve``."""
     from teleconsult.config import Settings
@@ -335,14 +351,7 @@ def run_crashes(
         if stow_senders:
             add_stow_user(serve)
         stop = threading.Event()
-        dicom = [
-            StreamSender(serve.dicom_port, f"crash-{i}", stop, **(_LARGE if i < large_senders else {}))
-            for i in range(senders)
-        ]
-        http = [
-            StowSender(f"http://127.0.0.1:{serve.http_port}", STOW_USER, STOW_PASSWORD, f"stow-{i}", stop)
-            for i in range(stow_senders)
-        ]
+        dicom, http = streaming_senders(serve, "crash", stop, senders, large_senders, stow_senders)
 
         def acknowledged() -> int:
             return sum(len(sender.acks) for sender in [*dicom, *http])

@@ -16,17 +16,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
 from sqlalchemy.engine import make_url
 from starlette.websockets import WebSocketDisconnect
 
+from bench.reliability.tcp_proxy import TcpProxy
 from teleconsult.api.app import create_app
 from teleconsult.storage.identity import IdentityStore
 from tests.conftest import PASSWORD, RunningGateway
-from tests.factories import US_IMAGE, encode, make_image, part10
-from tests.tcp_proxy import TcpProxy
+from tests.factories import encode, make_image
+from tests.reliability.one_by_one import c_store, stow
 
 pytestmark = pytest.mark.postgresql
 
@@ -44,39 +42,6 @@ def _proxied(database_url: str, proxy: TcpProxy) -> str:
     return make_url(database_url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
 
 
-def _c_store(gateway: RunningGateway, ds: Dataset) -> int:
-    """One instance over its own association from TOWNUS, as an ultrasound sends it; the status."""
-    ae = AE(ae_title="TOWNUS")
-    ae.add_requested_context(US_IMAGE, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", gateway.port, ae_title=gateway.settings.ae_title)
-    assert assoc.is_established
-    try:
-        return int(assoc.send_c_store(ds).Status)
-    finally:
-        assoc.release()
-
-
-def _stow(client: TestClient, token: str, ds: Dataset) -> int:
-    boundary = "outage"
-    body = (
-        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        + part10(ds)
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    response = client.post(
-        "/dicomweb/studies",
-        content=body,
-        headers={
-            "Authorization": f"Bearer {token}",
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-            "Accept": "application/dicom+json",
-        },
-    )
-    if response.status_code >= 500:
-        assert response.headers["content-type"] == "application/problem+json", response.text
-    return response.status_code
-
-
 def test_an_outage_is_refused_cleanly_and_recovered_without_a_restart(
     start: Callable[..., RunningGateway], database_url: str, proxy: TcpProxy
 ) -> None:
@@ -90,11 +55,11 @@ def test_an_outage_is_refused_cleanly_and_recovered_without_a_restart(
     with TestClient(create_app(gateway.settings, store)) as client:
         signed_in = client.post("/api/auth/token", data={"username": "sono1", "password": PASSWORD})
         token = signed_in.json()["access_token"]
-        assert _c_store(gateway, before) == 0x0000
+        assert c_store(gateway, before)[0] == 0x0000
 
         proxy.down()
-        assert _c_store(gateway, during) == 0xA701
-        assert _stow(client, token, during_stow) == 503
+        assert c_store(gateway, during)[0] == 0xA701
+        assert stow(client, token, during_stow).status_code == 503
         search = client.get("/dicomweb/studies", headers={"Authorization": f"Bearer {token}"})
         assert search.status_code == 503, search.text
         assert search.json()["code"] == "index-unavailable"
@@ -112,8 +77,8 @@ def test_an_outage_is_refused_cleanly_and_recovered_without_a_restart(
 
         proxy.up()
         # The same processes, no restart: the device sends the refused instance again.
-        assert _c_store(gateway, during) == 0x0000
-        assert _stow(client, token, after_stow) == 200
+        assert c_store(gateway, during)[0] == 0x0000
+        assert stow(client, token, after_stow).status_code == 200
         search = client.get("/dicomweb/studies", headers={"Authorization": f"Bearer {token}"})
         assert search.status_code == 200
         found = {study["0020000D"]["Value"][0] for study in search.json()}

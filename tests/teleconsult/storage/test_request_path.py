@@ -13,6 +13,7 @@ import time
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from teleconsult import audit as audit_module
@@ -158,6 +159,30 @@ def test_an_audit_append_that_fails_leaves_no_row_and_a_synchronous_connection(
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2
+
+
+def test_an_audit_append_on_a_lost_connection_is_an_operational_error_and_the_next_one_works(
+    store: InstanceStore,
+) -> None:
+    """The API answers SQLAlchemy's OperationalError with 503; a bare driver error was a 500."""
+    engine = store.index.engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a server connection to lose: PostgreSQL only")
+    audit = AuditLog(engine)
+    audit.record(_EVENT)
+    engine.pool.dispose()
+    with engine.connect() as conn:  # now the only pooled connection: the next append takes it
+        backend = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    admin = create_engine(engine.url)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_terminate_backend({backend})")
+    finally:
+        admin.dispose()
+    with pytest.raises(OperationalError):
+        audit.record(_EVENT)
+    audit.record(_EVENT)  # the lost connection was not pooled again
+    assert audit.verify() == (True, 2, None)
 
 
 def test_postgresql_prepares_exact_lookups_and_plans_patterns_with_their_values(store: InstanceStore) -> None:

@@ -18,9 +18,17 @@ __all__ = ["TcpProxy"]
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0), as a peer whose process died."""
+    """Close with RST (SO_LINGER 0), as a peer whose process died.
+
+    ``shutdown`` first: a pump thread blocked in ``recv`` on this socket
+    holds it open, so ``close`` alone would neither wake that thread nor
+    end the connection (no RST, no FIN), and the peer would wait forever
+    for an answer that never comes: a hang the real outage does not cause.
+    """
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     sock.close()
 
 
