@@ -61,8 +61,10 @@ def _worker_main(
     from dicom_gateway.ae import start_gateway, stop_gateway
     from teleconsult.heap import freeze_startup_heap
     from teleconsult.log import configure_logging
+    from teleconsult.malloc_tuning import tune_malloc
     from teleconsult.storage.store import InstanceStore
 
+    tune_malloc()
     configure_logging(settings)
     stop = threading.Event()
 

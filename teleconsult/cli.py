@@ -193,8 +193,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from dicom_gateway.workers import GatewayWorkers
     from teleconsult.api.app import create_app
     from teleconsult.heap import freeze_startup_heap
+    from teleconsult.malloc_tuning import tune_malloc
     from teleconsult.notifications.relay import UnixDatagramReceiver
 
+    tune_malloc()  # before the threads that allocate
     # Before the sweep: a second serve on this data directory stops here.
     data_dir_lock = lock_data_directory(Path(settings.data_dir))
     processes = 1 if args.no_dicom else settings.gateway_processes()

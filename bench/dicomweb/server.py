@@ -87,8 +87,10 @@ def _server_main(data_dir: str, database_url: str | None, conn: Connection) -> N
 
     from teleconsult.api.app import create_app
     from teleconsult.heap import freeze_startup_heap
+    from teleconsult.malloc_tuning import tune_malloc
     from teleconsult.storage.store import InstanceStore
 
+    tune_malloc()  # as teleconsult serve does
     # The corpus's 11,000 ECGs (16-sample stubs, stored just before) would all be new to the ECG
     # analyser, whose catch-up would then run beside the measurements: not what is measured here.
     settings = teleconsult_settings(Path(data_dir), database_url).model_copy(
