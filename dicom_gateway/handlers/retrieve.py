@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset
 
 from dicom_gateway.query import QueryError, parse_identifier
 from teleconsult.errors import TeleconsultError
+from teleconsult.storage import deflated
 
 if TYPE_CHECKING:
     from pynetdicom.events import Event
@@ -50,8 +51,10 @@ def stored_datasets(
 ) -> Iterator[tuple[int, Dataset | None]]:
     """(0xFF00, dataset) per instance, read from the store one at a time.
 
-    A file that cannot be read is skipped with a logged error; pynetdicom
-    counts it as a failed sub-operation.
+    A file that cannot be read is a failed sub-operation, with a logged
+    error; so is a deflated data set that would inflate past
+    ``deflated.MAX_INFLATED_BYTES``: pydicom inflates a file whole to send
+    it, and one 2 MB deflate bomb would take gigabytes.
     """
     for row in rows:
         if event.is_cancelled:
@@ -59,9 +62,33 @@ def stored_datasets(
             return
         try:
             # the file itself, or a cached copy of the object when the files are in S3
-            ds = dcmread(context.store.files.local_path(row["_file_key"]))
+            path = context.store.files.local_path(row["_file_key"])
+            if deflated.inflates_past(path, deflated.MAX_INFLATED_BYTES):
+                logger.error(
+                    "stored file of %s not sent: its deflated data set inflates to more than %d MiB",
+                    row["SOPInstanceUID"],
+                    deflated.MAX_INFLATED_BYTES >> 20,
+                )
+                yield 0xFF00, _not_sendable(row)
+                continue
+            ds = dcmread(path)
         except Exception:
             logger.exception("stored file of %s cannot be read", row["SOPInstanceUID"])
-            yield 0xFF00, Dataset()  # counted as failed by pynetdicom
+            yield 0xFF00, _not_sendable(row)
             continue
         yield 0xFF00, ds
+
+
+def _not_sendable(row: dict[str, Any]) -> Dataset:
+    """What stands for an instance that is not sent: a failed sub-operation, listed by its UID.
+
+    pynetdicom cannot choose a presentation context for a data set without
+    File Meta, so it fails the C-STORE before sending anything, counts the
+    failure and puts the SOP Instance UID in the final Failed SOP Instance
+    UID List. (An empty data set is false, and pynetdicom then drops the
+    sub-operation without a word: a final Success with one remaining.)
+    """
+    ds = Dataset()
+    ds.SOPClassUID = row.get("SOPClassUID") or ""
+    ds.SOPInstanceUID = row["SOPInstanceUID"]
+    return ds

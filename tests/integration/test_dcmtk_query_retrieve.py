@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
+from teleconsult.storage import deflated
 from teleconsult.storage.identity import IdentityStore
 from tests.conftest import RunningGateway, require_tool
 from tests.factories import CT_IMAGE, encode, make_image
@@ -279,10 +282,10 @@ def test_movescu_to_unknown_destination_gets_a801(pacs_gateway: RunningGateway) 
     assert "Refused: MoveDestinationUnknown" in result.stderr, result.stderr
 
 
-def test_getscu_series(pacs_gateway: RunningGateway, tmp_path: Path) -> None:
-    out = tmp_path / "got"
+def _getscu_series_a1(gateway: RunningGateway, out: Path) -> subprocess.CompletedProcess[str]:
+    """getscu of series A1 (Study Root, SERIES level) into ``out``."""
     out.mkdir()
-    result = _run(
+    return _run(
         [
             require_tool("getscu"),
             "-S",
@@ -300,12 +303,49 @@ def test_getscu_series(pacs_gateway: RunningGateway, tmp_path: Path) -> None:
             "-k",
             f"SeriesInstanceUID={SERIES_A1}",
             "127.0.0.1",
-            str(pacs_gateway.port),
+            str(gateway.port),
         ]
     )
+
+
+def test_getscu_series(pacs_gateway: RunningGateway, tmp_path: Path) -> None:
+    out = tmp_path / "got"
+    result = _getscu_series_a1(pacs_gateway, out)
     assert result.returncode == 0, result.stderr
     received = sorted(dcmread(path).InstanceNumber for path in out.iterdir())
     assert received == [1, 2, 3]
+
+
+def test_getscu_gets_everything_but_a_deflate_bomb(
+    pacs_gateway: RunningGateway,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stored deflated data set inflating past the limit is a failed sub-operation, not gigabytes."""
+    bomb = make_image(
+        patient_id="P1", study_instance_uid=STUDY_A, series_instance_uid=SERIES_A1, rows=2048, columns=2048
+    )
+    bomb.PixelData = bytes(len(bomb.PixelData))  # 4 MiB of zeros, a few KiB deflated
+    bomb.InstanceNumber = 4
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    data_set = deflater.compress(encode(bomb)) + deflater.flush()
+    pacs_gateway.store.store_instance(
+        data_set, DeflatedExplicitVRLittleEndian, calling_ae_title="TOWNUS", source_organisation="TOWN01"
+    )
+    monkeypatch.setattr(deflated, "MAX_INFLATED_BYTES", 1 << 20)
+    out = tmp_path / "got"
+    result = _getscu_series_a1(pacs_gateway, out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(dcmread(path).InstanceNumber for path in out.iterdir()) == [1, 2, 3]
+    summary = result.stdout + result.stderr
+    # Before: a final Success with "Remaining 1" (pynetdicom dropped the sub-operation unseen).
+    assert "DIMSE status is: Warning: SubOperationsCompleteOneOrMoreFailures" in summary, summary[-2000:]
+    assert re.search(r"Number of Remaining Suboperations\s*:\s*0\b", summary), summary[-2000:]
+    assert re.search(r"Number of Failed Suboperations\s*:\s*1\b", summary), summary[-2000:]
+    # The final response carries the Failed SOP Instance UID List, which getscu 3.6.7 does not read
+    # (it then reports "DUL P-Data PDU arrived" on release); the gateway's log names the instance.
+    assert f"stored file of {bomb.SOPInstanceUID} not sent" in caplog.text
 
 
 def test_retrieve_without_unique_key_is_refused(pacs_gateway: RunningGateway, tmp_path: Path) -> None:
