@@ -63,6 +63,8 @@ class MediaOptions:
     retention_days: float = 0.0  # 0: recordings are kept
     retention_interval: float = 3600.0
     clip_max_seconds: float = 30.0
+    # a peer connection not connected this long after its answer is closed (ICE failed)
+    ice_timeout: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MediaOptions:
@@ -184,11 +186,13 @@ class MediaHub:
         return None
 
     async def check(self) -> int:
-        """End the sessions whose time is up; returns how many."""
+        """End the sessions whose time is up and close connections that never connected; how many ended."""
         now = asyncio.get_running_loop().time()
         due = [(s, why) for s in self._sessions.values() if (why := self._expired(s, now)) is not None]
         for session, why in due:
             await self._end(session, why, SYSTEM)
+        for session in list(self._sessions.values()):
+            await session.drop_unconnected(now, self.options.ice_timeout)
         return len(due)
 
     async def sweep(self) -> list[RecordingInfo]:

@@ -121,6 +121,9 @@ class Peer:
     outputs: list[MediaStreamTrack] = field(default_factory=list)
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
     farewell: Closing | None = None
+    # the loop time ``pc`` was put in place, and whether it has connected since
+    negotiated_at: float = 0.0
+    connected: bool = False
 
     def drop(self, farewell: Closing) -> None:
         """Tell the signalling connection to say ``farewell`` and close (the session let go of it)."""
@@ -319,6 +322,8 @@ class LiveSession:
 
         @pc.on("connectionstatechange")
         async def _state() -> None:
+            if pc.connectionState == "connected" and peer.pc is pc:
+                peer.connected = True
             if pc.connectionState == "failed":
                 logger.info("live %s: peer %d's connection failed", self.session_id, peer.peer_id)
                 await self.detach(peer, pc)
@@ -404,6 +409,7 @@ class LiveSession:
         """Put the new connection in place (no await: nothing sees it half done); returns the old one."""
         old_pc, old_outputs = peer.pc, peer.outputs
         peer.pc, peer.outputs, peer.role, peer.channel = pc, outputs, role, None
+        peer.negotiated_at, peer.connected = asyncio.get_running_loop().time(), False
         self.voices.remove(peer.peer_id)
         if role is ParticipantRole.SENDER:
             previous, self._sender = self._sender, peer
@@ -500,6 +506,30 @@ class LiveSession:
             self._lose_sender()
         await self._close(closing, outputs)
 
+    async def drop_unconnected(self, now: float, timeout: float) -> int:
+        """Close the peer connections still not connected ``timeout`` seconds after they were negotiated.
+
+        aiortc reports an ICE failure late or never: a viewer whose
+        candidates nothing can reach (a firewall, a NAT without TURN) stays
+        "checking" for minutes, holding its UDP sockets and tasks here. Its
+        peer stays joined and may offer again (with TURN, say); returns how
+        many were closed.
+        """
+        stale = [
+            (peer, peer.pc)
+            for peer in self._peers.values()
+            if peer.pc is not None and not peer.connected and now - peer.negotiated_at >= timeout
+        ]
+        for peer, pc in stale:
+            logger.info(
+                "live %s: peer %d's connection did not connect in %g s (ICE failed); closed",
+                self.session_id,
+                peer.peer_id,
+                timeout,
+            )
+            await self.detach(peer, pc)
+        return len(stale)
+
     async def leave(self, peer: Peer) -> None:
         """The signalling connection ended: its peer connection goes with it; nobody else notices."""
         self._peers.pop(peer.peer_id, None)
@@ -538,6 +568,11 @@ class LiveSession:
                 self.recording = await self.recorder.stop()
             except Exception:
                 logger.exception("live %s: finishing the recording failed", self.session_id)
+        # The hub remembers ended sessions (their state and recording, for the API) by the
+        # hundred: what they held for the media goes now, or each kept megabytes (the shared
+        # encoder's buffers, the recorder's last seconds of video).
+        self.shared_video = None
+        self.recorder = None
         logger.info("live %s ended by %s: %s", self.session_id, by, reason)
         return True
 

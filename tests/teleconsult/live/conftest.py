@@ -379,6 +379,31 @@ async def join(
     return participant
 
 
+async def start_watched_session(served: Served) -> tuple[str, Participant, Participant]:
+    """A session of the consult with sono1 sending and the specialist seeing its picture."""
+    session = (
+        await served.acall("POST", "sono1", "/api/live-sessions", {"consult_id": served.consult_id})
+    ).json()
+    sender = await join(served, "sono1", session["id"], "sender")
+    viewer = await join(served, "specialist", session["id"], "viewer")
+    await frame_where(await viewer.track("video"), looks_like(RED))
+    return session["id"], sender, viewer
+
+
+async def end_session(served: Served, session_id: str) -> None:
+    ended = await served.acall("POST", "sono1", f"/api/live-sessions/{session_id}/end")
+    assert ended.json()["status"] == "ended", ended.text
+
+
+async def one_clean_session(served: Served) -> None:
+    """A watched session, ended through the API; both clients see the close (1000) and close."""
+    session_id, sender, viewer = await start_watched_session(served)
+    await end_session(served, session_id)
+    for participant in (sender, viewer):
+        assert await close_code(participant.ws) == 1000
+        await participant.pc.close()
+
+
 async def renegotiate(participant: Participant, role: str, *, video: MediaStreamTrack) -> dict[str, Any]:
     """A new peer connection on the same socket (as a sender whose network changed would)."""
     await participant.pc.close()
