@@ -363,6 +363,15 @@ class Settings(BaseSettings):
         max_length=200,
         description="Redis stream the replicas of one deployment share (another name per deployment).",
     )
+    replica_url: str | None = Field(
+        None,
+        description=(
+            "This replica's own base URL as the other replicas reach it (http://10.0.0.11:8000), for "
+            "live exams on several HTTP replicas: each records the sessions it holds in the shared "
+            "index, and relays requests and signalling sockets for another's sessions there. Unset "
+            "= live exams stay on the replica asked (route /api/live-sessions to one replica)."
+        ),
+    )
     dicom_max_pdu: int = Field(
         262144,
         ge=0,
@@ -805,6 +814,19 @@ class Settings(BaseSettings):
                 "http://minio:9000)"
             )
         return value.strip()
+
+    @field_validator("replica_url")
+    @classmethod
+    def _replica_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path.strip("/"):
+            raise ValueError(
+                f"TELECONSULT_REPLICA_URL {value[:100]!r} must be http(s)://host[:port], the address other "
+                "replicas reach this one at (e.g. http://10.0.0.11:8000)"
+            )
+        return value.strip().rstrip("/")
 
     @field_validator("broker_url")
     @classmethod

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from teleconsult import __version__
 from teleconsult.api import operations
+from teleconsult.api.live_relay import LiveRelay
 from teleconsult.api.openapi import install_openapi
 from teleconsult.api.problems import install_problem_handlers
 from teleconsult.api.routes import audit as audit_routes
@@ -31,6 +32,7 @@ from teleconsult.api.routes import wado as dicomweb_wado
 from teleconsult.api.web_client import mount_web_client
 from teleconsult.audit import AuditLog
 from teleconsult.config import Settings
+from teleconsult.media.registry import SessionRegistry
 from teleconsult.security import load_secret_key
 from teleconsult.storage.identity import IdentityStore
 from teleconsult.storage.store import InstanceStore
@@ -49,6 +51,9 @@ def create_app(settings: Settings, store: InstanceStore) -> FastAPI:
     app.state.identity = IdentityStore(store.index.engine)
     app.state.audit = AuditLog(store.index.engine)
     app.state.secret_key = load_secret_key(settings)
+    if settings.replica_url:  # several replicas: live sessions are found, and relayed to, wherever they are
+        app.state.live_registry = SessionRegistry(store.index.engine, settings.replica_url)
+        app.add_middleware(LiveRelay, owner=app)
     install_problem_handlers(app)
     install_openapi(app)
     app.include_router(auth.router)

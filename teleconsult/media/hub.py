@@ -12,6 +12,10 @@ A watchdog ends sessions that had no connected sender for
 ``live_idle_timeout_seconds``, or ran for ``live_max_seconds``, and, with
 ``live_recording_retention_days`` set, deletes recordings older than that
 (``recording.py``) once an hour.
+
+With a ``SessionRegistry`` (several replicas, ``TELECONSULT_REPLICA_URL``)
+the hub records each session it starts there, renews their leases from
+the watchdog and marks them ended, so other replicas relay to it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from teleconsult.config import IceServer, Settings
 from teleconsult.media.recording import RecordingInfo, delete_recording, expired_recordings
+from teleconsult.media.registry import SessionRegistry
 from teleconsult.media.sessions import LiveSession
 from teleconsult.media.turn import TurnIssuer
 
@@ -96,8 +101,11 @@ class MediaHub:
         *,
         on_ended: EndedHook | None = None,
         on_deleted: DeletedHook | None = None,
+        registry: SessionRegistry | None = None,
     ) -> None:
         self.options = options or MediaOptions()
+        self.registry = registry
+        self._renewed: float | None = None
         self.on_ended = on_ended
         self.on_deleted = on_deleted
         self._swept: float | None = None
@@ -125,15 +133,20 @@ class MediaHub:
 
     # -- sessions --------------------------------------------------------------------
 
-    def open(self, consult: Consult, principal: Principal) -> tuple[LiveSession, bool]:
-        """The consult's running session, or a new one (True) started by ``principal``."""
+    def open(
+        self, consult: Consult, principal: Principal, session_id: str | None = None
+    ) -> tuple[LiveSession, bool]:
+        """The consult's running session, or a new one (True) started by ``principal``.
+
+        ``session_id`` is the id the registry was given for the new session.
+        """
         if self._closed:
             raise RuntimeError("the media hub is closed")
         for session in self._sessions.values():
             if session.consult_id == consult.consult_id:
                 return session, False
         session = LiveSession(
-            str(uuid.uuid4()),
+            session_id or str(uuid.uuid4()),
             consult,
             principal,
             ice_servers=self.options.ice_servers,
@@ -169,6 +182,11 @@ class MediaHub:
         while len(self._ended) > _REMEMBER_ENDED:
             self._ended.popitem(last=False)
         ended = await session.end(reason, by=by)
+        if ended and self.registry is not None:
+            try:
+                await asyncio.to_thread(self.registry.release, session.session_id)
+            except Exception:  # its lease lapses instead
+                logger.exception("live %s: its end cannot be recorded in the registry", session.session_id)
         if ended and by == SYSTEM and self.on_ended is not None:
             try:
                 await self.on_ended(session)
@@ -221,12 +239,23 @@ class MediaHub:
                     logger.exception("live %s: recording the deletion failed", info.session_id)
         return deleted
 
+    async def renew(self) -> int:
+        """Push the registry leases of the running sessions forward (how many were renewed)."""
+        if self.registry is None:
+            return 0
+        return await asyncio.to_thread(self.registry.renew, list(self._sessions))
+
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.options.check_interval)
             try:
                 await self.check()
                 now = asyncio.get_running_loop().time()
+                if self.registry is not None and (
+                    self._renewed is None or now - self._renewed >= self.registry.lease.total_seconds() / 3
+                ):
+                    self._renewed = now
+                    await self.renew()
                 if self._swept is None or now - self._swept >= self.options.retention_interval:
                     self._swept = now
                     await self.sweep()

@@ -39,6 +39,7 @@ __all__ = [
     "InstanceVersion",
     "KioskObservationRow",
     "KioskPatientRow",
+    "LiveSessionRow",
     "OrganisationRow",
     "Patient",
     "RefreshToken",
@@ -677,3 +678,39 @@ class EcgMeasurementRow(Base):
     consult_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     note: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     analysed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# -- which replica holds which live session (migration 0014) ----------------------
+
+
+class LiveSessionRow(Base):
+    """A live session and the replica whose memory holds it, for the other replicas to relay to.
+
+    The media of a session (its peer connections) live in one process; the
+    row tells any replica where. At most one running row per consult (a
+    partial unique index), so two replicas asked at once cannot both start
+    one. ``lease_until`` is pushed forward by the holder while it runs: a
+    row whose lease lapsed belongs to a replica that died, and is ended by
+    the next one that starts a session of the consult. Ended rows are kept:
+    the holder still serves the session's state and its recording.
+    """
+
+    __tablename__ = "live_sessions"
+    __table_args__ = (
+        Index(
+            "uq_live_sessions_consult_id_running",
+            "consult_id",
+            unique=True,
+            sqlite_where=text("ended_at IS NULL"),
+            postgresql_where=text("ended_at IS NULL"),
+        ),
+        Index("ix_live_sessions_replica_url_ended_at", "replica_url", "ended_at"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), unique=True)
+    consult_id: Mapped[str] = mapped_column(String(64))
+    replica_url: Mapped[str] = mapped_column(String(256))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

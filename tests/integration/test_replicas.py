@@ -1,9 +1,11 @@
-"""Two `teleconsult serve` replicas on one index and one Redis behave as one server for notifications.
+"""Two `teleconsult serve` replicas on one index and one Redis behave as one server.
 
 Replica A runs only the DICOM gateway (``--no-http``, with a worker process
 whose events it relays), replica B only HTTP (``--no-dicom``). A study
 stored through A reaches a specialist whose WebSocket is on B, through the
 broker (TELECONSULT_BROKER_URL); a TOWN02 user on B hears nothing of it.
+Two HTTP replicas with TELECONSULT_REPLICA_URL share live sessions: one
+started on A is listed, joined and ended through B.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import require_tool
-from tests.factories import make_image, write_part10
+from tests.factories import make_image, part10, write_part10
 from tests.integration.test_notifications_workers import (
     PASSWORD,
     _cli,
@@ -31,6 +36,7 @@ from tests.integration.test_notifications_workers import (
     _open,
     _send_all,
     _Studies,
+    _token,
     _wait_healthy,
 )
 
@@ -172,3 +178,112 @@ def test_a_broker_url_that_is_not_redis_is_refused() -> None:
 
     with pytest.raises(ValidationError, match="redis://host"):
         Settings(broker_url="nats://127.0.0.1:4222")
+
+
+def _stow(http_port: int, token: str, data: bytes) -> None:
+    boundary = "replicas"
+    body = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data
+    response = httpx.post(
+        f"http://127.0.0.1:{http_port}/dicomweb/studies",
+        content=body + f"\r\n--{boundary}--\r\n".encode(),
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        },
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_a_live_session_on_one_replica_is_joined_and_ended_through_the_other(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Two HTTP replicas with TELECONSULT_REPLICA_URL: B finds A's session and relays to it."""
+    port_a, port_b = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "TELECONSULT_DATABASE_URL": database_url,
+        "TELECONSULT_SECRET_KEY": "two-replicas-share-one-secret-key-of-32+chars",
+        "TELECONSULT_ECG_TRIAGE_ENABLED": "false",
+        "TELECONSULT_CONSULT_OVERDUE_CHECK_SECONDS": "0",
+    }
+    replica = {
+        name: {
+            **env,
+            "TELECONSULT_DATA_DIR": str(tmp_path / name),
+            "TELECONSULT_HTTP_PORT": str(port),
+            "TELECONSULT_REPLICA_URL": f"http://127.0.0.1:{port}",
+        }
+        for name, port in (("a", port_a), ("b", port_b))
+    }
+    _cli(replica["a"], "org", "add", "COUNTY", "--name", "County Hospital")
+    _cli(replica["a"], "org", "add", "TOWN01", "--name", "Township 1", "--parent", "COUNTY")
+    for user, role, organisation in (
+        ("specialist", "specialist", "COUNTY"),
+        ("sono1", "sonographer", "TOWN01"),
+    ):
+        _cli(replica["a"], "user", "add", user, "--password", PASSWORD, "--role", role, "--org", organisation)
+    url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
+    a = _start(replica["a"], "--no-dicom")
+    b = _start(replica["b"], "--no-dicom")
+    try:
+        _wait_healthy(port_a, a[0])
+        _wait_healthy(port_b, b[0])
+        sono, specialist = _token(port_a, "sono1"), _token(port_b, "specialist")
+        study = make_image(modality="US", seed=7)
+        _stow(port_a, sono, part10(study))
+        as_sono = {"Authorization": f"Bearer {sono}"}
+        as_specialist = {"Authorization": f"Bearer {specialist}"}
+        consult = httpx.post(
+            f"{url_a}/api/consults",
+            json={
+                "study_instance_uid": study.StudyInstanceUID,
+                "urgency": "urgent",
+                "question": "请实时会诊",
+                "target_organisation": "COUNTY",
+            },
+            headers=as_sono,
+            timeout=30,
+        ).json()["id"]
+        started = httpx.post(
+            f"{url_a}/api/live-sessions",
+            json={"consult_id": consult},
+            headers=as_sono,
+            timeout=30,
+        )
+        assert started.status_code == 201, started.text
+        session_id = started.json()["id"]
+
+        listed = httpx.get(
+            f"{url_b}/api/live-sessions",
+            params={"consult_id": consult},
+            headers=as_specialist,
+        )
+        assert [item["id"] for item in listed.json()] == [session_id]
+        ws = connect(
+            f"ws://127.0.0.1:{port_b}/api/live-sessions/{session_id}/signal", open_timeout=10, legacy=True
+        )
+        try:
+            ws.send(json.dumps({"type": "auth", "token": specialist}))
+            assert json.loads(ws.recv(timeout=10)) == {"type": "ready"}
+            ended = httpx.post(
+                f"{url_b}/api/live-sessions/{session_id}/end",
+                headers=as_specialist,
+                timeout=30,
+            )
+            assert ended.json()["status"] == "ended", ended.text
+            assert _close_code(ws) == 1000  # A's close, passed on by B
+        finally:
+            ws.close()
+    finally:
+        _stop(b, a)
+
+
+def _close_code(ws: ClientConnection) -> int | None:
+    """The code the server closes ``ws`` with (messages before the close skipped)."""
+    try:
+        while True:
+            ws.recv(timeout=10)
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else None

@@ -23,6 +23,7 @@ import asyncio
 import functools
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -36,6 +37,7 @@ from starlette.websockets import WebSocketDisconnect
 from device_adapters.video.clip import Clip, NotEnoughFramesError, collect_clip
 from teleconsult.api.consulting import ConsultsDep, audited, consult_service
 from teleconsult.api.deps import PrincipalDep, SettingsDep, StoreDep, principal_from_token
+from teleconsult.api.live_relay import LIVE_PATH, relay_client, relay_now, relayed_from, remote_list
 from teleconsult.api.live_schemas import (
     ClipCreate,
     ClipPublic,
@@ -73,6 +75,7 @@ from teleconsult.media.recording import (
     list_recordings,
     recording_paths,
 )
+from teleconsult.media.registry import SessionRegistry
 from teleconsult.media.signalling import SignallingClosedError, serve_peer
 from teleconsult.notifications.protocol import Closing
 
@@ -80,7 +83,6 @@ __all__ = ["live_lifespan", "router"]
 
 logger = logging.getLogger(__name__)
 
-LIVE_PATH = "/api/live-sessions"
 _READY = json.dumps({"type": "ready"})
 
 # Close codes of the signalling socket besides 4001 (unauthenticated) and 1000 (after "bye").
@@ -164,13 +166,24 @@ async def live_lifespan(app: FastAPI) -> AsyncIterator[None]:
     async def deleted(info: RecordingInfo) -> None:
         await asyncio.to_thread(_audit_deleted_recording, app, info)
 
-    hub = MediaHub(options, on_ended=ended, on_deleted=deleted)
+    registry: SessionRegistry | None = getattr(app.state, "live_registry", None)
+    if registry is not None:
+        try:  # sessions do not outlive their process: whatever the last one held has ended
+            released = await asyncio.to_thread(registry.release_all)
+            if released:
+                logger.info("live: %d sessions this replica held before its restart marked ended", released)
+        except TeleconsultError as exc:
+            logger.warning("live: the registry cannot be cleaned at start (%s); leases lapse", exc.message)
+        app.state.live_relay_client = relay_client()
+    hub = MediaHub(options, on_ended=ended, on_deleted=deleted, registry=registry)
     hub.start()
     app.state.media = hub
     try:
         yield
     finally:
         await hub.close()
+        if registry is not None:
+            await app.state.live_relay_client.aclose()
 
 
 router = APIRouter(prefix=LIVE_PATH, tags=["live exams"], lifespan=live_lifespan)
@@ -186,6 +199,9 @@ SessionId = Annotated[str, Path(max_length=64, description="the live session's i
 
 _NOT_FOUND = problem_response("No such live session, or not visible to the caller (the same answer)")
 _FORBIDDEN = problem_response("Visible, but the caller takes no part in live exams (admins)")
+_UNREACHABLE = problem_response(
+    "With several replicas: the replica holding the session cannot be reached (replica-unreachable)"
+)
 
 
 # -- helpers (run in the threadpool) ------------------------------------------------------
@@ -265,7 +281,8 @@ def _public(session: LiveSession, principal: Principal) -> LiveSessionPublic:
         "session, that one is answered (200), so both sides may simply ask. Anyone who sees the "
         "consult and takes part in it may start it (not admins; not a declined or cancelled "
         "consult). The session ends on `POST .../end`, after TELECONSULT_LIVE_IDLE_TIMEOUT_SECONDS "
-        "without a sender, or after TELECONSULT_LIVE_MAX_SECONDS."
+        "without a sender, or after TELECONSULT_LIVE_MAX_SECONDS. With several replicas "
+        "(TELECONSULT_REPLICA_URL), a session another replica holds is answered from there."
     ),
     responses={
         200: {"description": "The consult's running session", "model": LiveSessionPublic},
@@ -274,6 +291,7 @@ def _public(session: LiveSession, principal: Principal) -> LiveSessionPublic:
         404: problem_response("No such consult, or not visible to the caller (the same answer)"),
         409: problem_response("The consult is declined or cancelled"),
         422: problem_response("Invalid fields"),
+        503: problem_response("The index, or the replica holding the consult's session, cannot be reached"),
     },
 )
 def start_session(
@@ -288,7 +306,16 @@ def start_session(
         consult = service.get(principal, body.consult_id)
         note.consult(consult)
         _roles(service, principal, consult)
-        session, created = from_thread.run_sync(hub.open, consult, principal)
+        session_id = None
+        if hub.registry is not None:
+            holder = hub.registry.claim(str(uuid.uuid4()), consult.consult_id)
+            if not hub.registry.is_mine(holder):  # another replica started it at the same moment
+                note.detail = f"live session {holder.session_id} of consult {consult.consult_id} is held by "
+                note.detail += f"{holder.replica_url}: answered from there"
+                relayed = relay_now(request, holder, hub.registry, body.model_dump_json().encode())
+                return relayed  # type: ignore[return-value]
+            session_id = holder.session_id
+        session, created = from_thread.run_sync(hub.open, consult, principal, session_id)
         verb = "started" if created else "asked for while running"
         note.detail = f"live session {session.session_id} of consult {consult.consult_id} {verb}"
     if not created:
@@ -305,7 +332,10 @@ def start_session(
         "runs: how the other side learns that a live exam can be joined, since `POST` would start "
         "one. A consult the caller may not see answers 404."
     ),
-    responses={404: problem_response("No such consult, or not visible to the caller (the same answer)")},
+    responses={
+        404: problem_response("No such consult, or not visible to the caller (the same answer)"),
+        503: _UNREACHABLE,
+    },
 )
 def running_sessions(
     consult_id: Annotated[str, Query(min_length=1, max_length=64, description="the consult (a UUID)")],
@@ -352,16 +382,24 @@ def consult_recordings(
         root = hub.options.recordings_dir
         found = list_recordings(root, consult.consult_id) if root is not None else []
         running = {session.session_id for session in from_thread.run_sync(hub.running)}
+        listed = [recording_public(info, running=info.session_id in running) for info in found]
+        elsewhere: list[Any] = []
+        if hub.registry is not None and relayed_from(request.headers) is None:
+            others = hub.registry.replicas_of(consult.consult_id)
+            elsewhere = remote_list(request, hub.registry, others) if others else []
         names = ", ".join(info.session_id for info in found) or "none"
         note.detail = f"recordings of consult {consult.consult_id}: {names}"
-    return [recording_public(info, running=info.session_id in running) for info in found]
+        if elsewhere:
+            note.detail += f", and {len(elsewhere)} on other replicas"
+    merged = listed + [RecordingPublic.model_validate(item) for item in elsewhere]
+    return sorted(merged, key=lambda item: item.started_at)
 
 
 @router.get(
     "/{session_id}",
     response_model=LiveSessionPublic,
     summary="One live session: status, participants, whether a frame can be captured",
-    responses={404: _NOT_FOUND},
+    responses={404: _NOT_FOUND, 503: _UNREACHABLE},
 )
 def read_session(
     session_id: SessionId, request: Request, principal: PrincipalDep, service: ConsultsDep, hub: MediaDep
@@ -378,7 +416,7 @@ def read_session(
     response_model=LiveSessionPublic,
     summary="End a live session: every participant is told and every peer connection closed",
     description="Ending a session that has ended already answers it as it is.",
-    responses={403: _FORBIDDEN, 404: _NOT_FOUND},
+    responses={403: _FORBIDDEN, 404: _NOT_FOUND, 503: _UNREACHABLE},
 )
 def end_session(
     session_id: SessionId, request: Request, principal: PrincipalDep, service: ConsultsDep, hub: MediaDep
@@ -411,6 +449,7 @@ def end_session(
     responses={
         403: _FORBIDDEN,
         404: _NOT_FOUND,
+        503: _UNREACHABLE,
         409: problem_response("No frame yet, the session has ended, or the consult has no stored study"),
     },
 )
@@ -475,6 +514,7 @@ async def _next_seconds(session: LiveSession, seconds: float) -> Clip:
     responses={
         403: _FORBIDDEN,
         404: _NOT_FOUND,
+        503: _UNREACHABLE,
         409: problem_response(
             "No video, no sender, not recorded (last_seconds), the session has ended, or the consult "
             "has no stored study"
@@ -568,6 +608,7 @@ def take_clip(
         ),
         409: problem_response("The session is still being recorded"),
         416: problem_response("The Range cannot be satisfied"),
+        503: _UNREACHABLE,
     },
 )
 def download_recording(

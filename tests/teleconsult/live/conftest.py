@@ -21,6 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -157,11 +158,39 @@ def configure_app() -> Callable[[FastAPI], None]:
 
 
 @pytest.fixture
+def server_port() -> int:
+    """The port the server listens on (0: any free one)."""
+    return 0
+
+
+@contextmanager
+def serving(app: FastAPI, port: int = 0) -> Iterator[int]:
+    """``app`` served by uvicorn on 127.0.0.1 in a thread of its own until the block ends; its port."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped"
+        assert time.monotonic() < deadline, "uvicorn did not start in 20 s"
+        time.sleep(0.02)
+    try:
+        yield int(server.servers[0].sockets[0].getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+@pytest.fixture
 def served(
     app_settings: Settings,
     store: InstanceStore,
     media_options: MediaOptions,
     configure_app: Callable[[FastAPI], None],
+    server_port: int,
 ) -> Iterator[Served]:
     _community(store)
     study = make_image(modality="US", rows=16, columns=16)
@@ -174,18 +203,14 @@ def served(
     app = create_app(app_settings, store)
     app.state.media_options = media_options
     configure_app(app)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped"
-        assert time.monotonic() < deadline, "uvicorn did not start in 20 s"
-        time.sleep(0.02)
-    port = int(server.servers[0].sockets[0].getsockname()[1])
-    running = Served(store, app.state.media, port, study)
+    with serving(app, server_port) as port:
+        running = Served(store, app.state.media, port, study)
+        running.consult_id = _consult(running, study)
+        yield running
+
+
+def _consult(running: Served, study: Dataset) -> str:
+    """The urgent consult sono1 requests on the study from the county."""
     response = running.call(
         "POST",
         "sono1",
@@ -198,13 +223,7 @@ def served(
         },
     )
     assert response.status_code == 201, response.text
-    running.consult_id = response.json()["id"]
-    try:
-        yield running
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        assert not thread.is_alive()
+    return str(response.json()["id"])
 
 
 # -- synthetic media ---------------------------------------------------------------------------
