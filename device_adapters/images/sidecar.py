@@ -401,6 +401,8 @@ def read_sidecar(raw: bytes, name: str) -> ImageSidecar:
         raise SidecarError(
             f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise SidecarError(f"{what} nests JSON arrays or objects too deep: it is not a sidecar") from None
     if not isinstance(values, dict):
         raise SidecarError(f"{what} must be one JSON object ({{...}}), not a {type(values).__name__}")
     return _validated(values, what, "")

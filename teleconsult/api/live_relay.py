@@ -305,7 +305,7 @@ async def _read_small_body(receive: Receive) -> tuple[bytes, Receive]:
 def _consult_of_body(body: bytes) -> str | None:
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # the route answers it (400)
         return None
     consult = value.get("consult_id") if isinstance(value, dict) else None
     return consult if isinstance(consult, str) else None

@@ -109,6 +109,8 @@ def parse_client_message(text: str | None) -> Offer | Candidate | Bye | Ping:
         raise InvalidMessageError(f"a signalling message is at most {MAX_MESSAGE_BYTES} bytes")
     try:
         value = json.loads(text)
+    except RecursionError:  # nested deeper than the parser goes: not a signalling message
+        raise InvalidMessageError("the message nests JSON arrays or objects too deep") from None
     except ValueError:
         raise InvalidMessageError("the message is not JSON") from None
     if not isinstance(value, dict) or not isinstance(value.get("type"), str):

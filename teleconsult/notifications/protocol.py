@@ -154,6 +154,8 @@ def parse_client_message(text: str | None, *, expect_auth: bool) -> ClientMessag
         raise refuse(f"messages are JSON text objects of at most {MAX_CLIENT_MESSAGE} bytes")
     try:
         value = json.loads(text)
+    except RecursionError:  # nested deeper than the parser goes
+        raise refuse("the message nests JSON arrays or objects too deep") from None
     except ValueError:
         raise refuse("the message is not JSON") from None
     if not isinstance(value, dict) or not isinstance(value.get("type"), str):

@@ -151,3 +151,9 @@ def test_any_values_are_a_sidecar_or_a_sidecar_error(changes: dict[str, object])
         assert raised.value.errors  # a valid JSON object: every refusal names its fields
     else:
         assert parsed.patient_id
+
+
+def test_a_sidecar_nested_past_the_parsers_depth_is_refused_with_a_reason() -> None:
+    """json.loads raises RecursionError, not JSONDecodeError, on deep nesting (was an upload's 500)."""
+    with pytest.raises(SidecarError, match="too deep"):
+        read_sidecar(b"[" * 30_000, "deep.json")

@@ -19,6 +19,8 @@ from teleconsult.media import LiveSession, ParticipantRole, SignallingClosedErro
 from teleconsult.media.annotations import AnnotationError, parse_annotation
 from teleconsult.media.errors import InvalidCandidateError, InvalidMessageError
 from teleconsult.media.signalling import Candidate, Offer, ice_candidate, parse_client_message
+from teleconsult.notifications.protocol import ProtocolError
+from teleconsult.notifications.protocol import parse_client_message as parse_events_message
 from tests.teleconsult.live.conftest import RED, WAIT, ColourTrack, frame_where, looks_like, new_peer
 
 JSON = st.recursive(
@@ -169,3 +171,15 @@ def test_a_session_served_over_the_in_memory_signalling() -> None:
             await pc.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"a":' * 50_000, "[" * 5000 + "]" * 5000])
+def test_json_nested_past_the_parsers_depth_is_refused_with_a_reason(text: str) -> None:
+    """json.loads raises RecursionError, not ValueError, on deep nesting: it used to kill the socket."""
+    for parse, error in ((parse_client_message, InvalidMessageError), (parse_annotation, AnnotationError)):
+        with pytest.raises(error) as refused:
+            parse(text[: 120 * 1024])
+        assert str(refused.value)
+    with pytest.raises(ProtocolError) as closing:
+        parse_events_message(text[:16_000], expect_auth=False)
+    assert "JSON" in closing.value.closing.detail
