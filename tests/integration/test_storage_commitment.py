@@ -12,6 +12,7 @@ import os
 import queue
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_messages import N_EVENT_REPORT_RSP
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_gateway.handlers import commitment
@@ -55,6 +57,8 @@ class Device:
 
     def __init__(self) -> None:
         self.reports: queue.Queue[Report] = queue.Queue()
+        self._answering: dict[int, list[Report]] = {}
+        self._lock = threading.Lock()
         self.ae = AE(ae_title=DEVICE)
         self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = 30
         self.ae.add_requested_context(PUSH_MODEL, [ExplicitVRLittleEndian])
@@ -65,13 +69,25 @@ class Device:
         self.server: ThreadedAssociationServer | None = None
 
     def _on_report(self, event: Any, where: str) -> tuple[int, None]:
-        self.reports.put(
-            Report(where, event.event_type, event.event_information, event.assoc.requestor.ae_title)
-        )
+        # Handed to the test once the response has gone (_on_sent): a test that releases as soon as
+        # it has its report would otherwise race pynetdicom's sending of that response (Evt9 in Sta7).
+        with self._lock:
+            self._answering.setdefault(id(event.assoc), []).append(
+                Report(where, event.event_type, event.event_information, event.assoc.requestor.ae_title)
+            )
         return 0x0000, None
 
+    def _on_sent(self, event: Any) -> None:
+        if isinstance(event.message, N_EVENT_REPORT_RSP):
+            with self._lock:
+                self.reports.put(self._answering[id(event.assoc)].pop(0))
+
     def serve(self, port: int = 0) -> int:
-        handlers = [(evt.EVT_N_EVENT_REPORT, self._on_report, ["server"]), (evt.EVT_CONN_OPEN, set_no_delay)]
+        handlers = [
+            (evt.EVT_N_EVENT_REPORT, self._on_report, ["server"]),
+            (evt.EVT_DIMSE_SENT, self._on_sent),
+            (evt.EVT_CONN_OPEN, set_no_delay),
+        ]
         server = self.ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
         assert isinstance(server, ThreadedAssociationServer)
         self.server = server
@@ -80,6 +96,7 @@ class Device:
     def associate(self, port: int) -> Association:
         handlers = [
             (evt.EVT_N_EVENT_REPORT, self._on_report, ["association"]),
+            (evt.EVT_DIMSE_SENT, self._on_sent),
             (evt.EVT_CONN_OPEN, set_no_delay),
         ]
         assoc = self.ae.associate("127.0.0.1", port, ae_title="TELECONSULT", evt_handlers=handlers)

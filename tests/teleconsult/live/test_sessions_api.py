@@ -110,7 +110,11 @@ def test_a_user_of_another_township_gets_404_everywhere(served: Served) -> None:
     assert unknown.json()["code"] == hidden.json()["code"] == "not-found"
     denied = [r for r in AuditLog(served.store.index.engine).query(actor="sono2") if r["outcome"] == "denied"]
     assert {r["action"] for r in denied} == {"live.start", "live.read", "live.end", "live.snapshot"}
-    assert served.call("GET", "sono1", base).json()["status"] == "waiting"  # untouched
+    # Untouched by sono2: still waiting, unless this module's 0.6 s idle timer ended it on a slow machine.
+    state = served.call("GET", "sono1", base).json()
+    assert (state["status"], state["end_reason"]) == ("waiting", None) or state["end_reason"].startswith(
+        "no sender was connected"
+    ), state
 
 
 def test_admins_take_no_part_and_closed_consults_have_no_live_exam(served: Served) -> None:
