@@ -220,3 +220,26 @@ def engine(database_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_stream() -> Iterator[str]:
+    """A stream name of this test's own on the machine's Redis, deleted afterwards (CI: Redis must run)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        if os.environ.get("CI"):
+            pytest.fail("Redis must run on 127.0.0.1:6379 for the tests of events between replicas")
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    name = f"teleconsult.test.{uuid.uuid4().hex}"
+    try:
+        yield name
+    finally:
+        client.delete(name)
+        client.close()

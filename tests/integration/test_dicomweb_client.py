@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from requests.exceptions import HTTPError
@@ -21,6 +18,7 @@ from teleconsult.storage.identity import IdentityStore
 from teleconsult.storage.store import InstanceStore
 from tests.conftest import COMMUNITY, PASSWORD, USERS
 from tests.factories import DX_PRESENTATION, make_ecg, make_image
+from tests.uvicorn_thread import serving
 
 
 @dataclass
@@ -42,22 +40,8 @@ def live(app_settings: Settings, store: InstanceStore) -> Iterator[LiveServer]:
         identity.add_organisation(code, name, parent)
     for username, (role, organisation) in USERS.items():
         identity.add_user(username, PASSWORD, role, organisation)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(app_settings, store), host="127.0.0.1", port=0, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited at start"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    with serving(create_app(app_settings, store)) as port:
         yield LiveServer(f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def _dr() -> Dataset:

@@ -16,17 +16,14 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import require_tool
+from tests.conftest import REDIS_URL, require_tool
 from tests.factories import make_image, part10, write_part10
 from tests.integration.test_notifications_workers import (
     PASSWORD,
@@ -39,26 +36,6 @@ from tests.integration.test_notifications_workers import (
     _token,
     _wait_healthy,
 )
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-def channel() -> Iterator[str]:
-    """A stream of this test's own on the machine's Redis, deleted afterwards."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        if os.environ.get("CI"):
-            pytest.fail("Redis must run on 127.0.0.1:6379 for the replica tests")
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    name = f"teleconsult.test.{uuid.uuid4().hex}"
-    try:
-        yield name
-    finally:
-        client.delete(name)
-        client.close()
 
 
 def _start(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[bytes], _Log]:
@@ -98,7 +75,7 @@ def _wait_for_dicom(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 def test_a_study_stored_through_one_replica_reaches_a_socket_on_the_other(
-    tmp_path: Path, database_url: str, channel: str
+    tmp_path: Path, database_url: str, redis_stream: str
 ) -> None:
     storescu = require_tool("storescu")
     dicom_port, http_port = _free_port(), _free_port()
@@ -110,7 +87,7 @@ def test_a_study_stored_through_one_replica_reaches_a_socket_on_the_other(
         "TELECONSULT_HTTP_PORT": str(http_port),
         "TELECONSULT_DICOM_WORKERS": "2",
         "TELECONSULT_BROKER_URL": REDIS_URL,
-        "TELECONSULT_BROKER_CHANNEL": channel,
+        "TELECONSULT_BROKER_CHANNEL": redis_stream,
         "TELECONSULT_ECG_TRIAGE_ENABLED": "false",
         "TELECONSULT_DICOM_PEERS": json.dumps(
             [{"ae_title": "TOWNUS", "host": "127.0.0.1", "port": 104, "organisation": "TOWN01"}]

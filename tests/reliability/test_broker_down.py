@@ -11,38 +11,13 @@ event published meanwhile must reach B, in order, without a restart.
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
-from collections.abc import Iterator
-
-import pytest
-import redis
 
 from bench.reliability.tcp_proxy import TcpProxy
 from teleconsult.events import Event, EventBus
 from teleconsult.notifications.broker import RedisEventBroker
 
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 OUTAGE_SECONDS = 3.0
-
-
-@pytest.fixture
-def channel() -> Iterator[str]:
-    """A stream of this test's own on the machine's Redis, deleted afterwards."""
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        if os.environ.get("CI"):
-            pytest.fail("Redis must run on 127.0.0.1:6379 for the broker outage test")
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    name = f"teleconsult.test.{uuid.uuid4().hex}"
-    try:
-        yield name
-    finally:
-        client.delete(name)
-        client.close()
 
 
 def _wait_for(heard: list[Event], count: int, seconds: float) -> None:
@@ -51,13 +26,13 @@ def _wait_for(heard: list[Event], count: int, seconds: float) -> None:
         time.sleep(0.05)
 
 
-def test_events_published_while_the_broker_is_down_arrive_once_it_is_back(channel: str) -> None:
-    with TcpProxy(REDIS_HOST, REDIS_PORT) as proxy:
+def test_events_published_while_the_broker_is_down_arrive_once_it_is_back(redis_stream: str) -> None:
+    with TcpProxy("127.0.0.1", 6379) as proxy:
         url = f"redis://127.0.0.1:{proxy.port}/0"
         gateway_bus, remote_bus = EventBus(), EventBus()
         heard: list[Event] = []
         remote_bus.subscribe(heard.append)
-        publisher, listener = RedisEventBroker(url, channel), RedisEventBroker(url, channel)
+        publisher, listener = RedisEventBroker(url, redis_stream), RedisEventBroker(url, redis_stream)
         publisher.attach(gateway_bus)
         publisher.start(None)
         listener.start(remote_bus)

@@ -10,14 +10,12 @@ critical consult to the county must exist.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from websockets.sync.client import connect
 
 from bench.ecg.synthetic import inferior_stemi, synthesise, to_csv
@@ -28,6 +26,7 @@ from teleconsult.domain.consults import Urgency
 from teleconsult.storage.consults import ConsultStore
 from teleconsult.storage.store import InstanceStore
 from tests.conftest import PASSWORD
+from tests.uvicorn_thread import serving
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -38,24 +37,13 @@ def served(app_settings: Settings, store: InstanceStore, community: object) -> I
         update={"ecg_inbox_settle_seconds": 0.0, "ecg_inbox_poll_seconds": 0.05}
     )
     app = create_app(settings, store)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped"
-        assert time.monotonic() < deadline, "uvicorn did not start in 30 s"
-        time.sleep(0.02)
-    inbox = EcgInbox(settings, store)
-    inbox.start()
-    try:
-        yield int(server.servers[0].sockets[0].getsockname()[1]), inbox
-    finally:
-        inbox.stop()
-        server.should_exit = True
-        thread.join(30)
+    with serving(app) as port:
+        inbox = EcgInbox(settings, store)
+        inbox.start()
+        try:
+            yield port, inbox
+        finally:
+            inbox.stop()
 
 
 def test_a_dropped_stemi_ecg_reaches_the_specialists_socket_as_alert_critical(

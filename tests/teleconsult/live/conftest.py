@@ -18,17 +18,13 @@ import asyncio
 import fractions
 import json
 import math
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack, VideoStreamTrack
 from argon2 import PasswordHasher
@@ -46,6 +42,7 @@ from teleconsult.storage.identity import IdentityStore
 from teleconsult.storage.store import InstanceStore
 from tests.conftest import COMMUNITY, PASSWORD, USERS
 from tests.factories import encode, make_image
+from tests.uvicorn_thread import serving
 
 # Every test here talks over sockets and UDP: a hang is a failure, not a wait for the global timeout.
 pytestmark = pytest.mark.timeout(90)
@@ -161,27 +158,6 @@ def configure_app() -> Callable[[FastAPI], None]:
 def server_port() -> int:
     """The port the server listens on (0: any free one)."""
     return 0
-
-
-@contextmanager
-def serving(app: FastAPI, port: int = 0) -> Iterator[int]:
-    """``app`` served by uvicorn on 127.0.0.1 in a thread of its own until the block ends; its port."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped"
-        assert time.monotonic() < deadline, "uvicorn did not start in 20 s"
-        time.sleep(0.02)
-    try:
-        yield int(server.servers[0].sockets[0].getsockname()[1])
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        assert not thread.is_alive()
 
 
 @pytest.fixture

@@ -43,8 +43,8 @@ from tests.teleconsult.live.conftest import (
     frame_where,
     join,
     looks_like,
-    serving,
 )
+from tests.uvicorn_thread import serving
 
 KEY = "replicas-share-this-secret-key-of-32-characters+"
 LIVE = "/api/live-sessions"

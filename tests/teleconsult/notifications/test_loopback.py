@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -31,6 +30,7 @@ from teleconsult.notifications import NotificationHub, NotificationOptions
 from teleconsult.storage.identity import IdentityStore
 from teleconsult.storage.store import InstanceStore
 from tests.conftest import COMMUNITY, PASSWORD, USERS
+from tests.uvicorn_thread import serving
 
 QUEUE_SIZE = 16
 
@@ -71,23 +71,8 @@ def served(app_settings: Settings, store: InstanceStore) -> Iterator[Served]:
         identity.add_user(username, PASSWORD, role, organisation)
     app = create_app(app_settings, store)
     app.state.notification_options = NotificationOptions(queue_size=QUEUE_SIZE, close_grace=10.0)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped"
-        assert time.monotonic() < deadline, "uvicorn did not start in 20 s"
-        time.sleep(0.02)
-    port = int(server.servers[0].sockets[0].getsockname()[1])
-    try:
+    with serving(app) as port:
         yield Served(store, app.state.notifications, port)
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        assert not thread.is_alive()
 
 
 def test_ready_ping_and_a_study_over_the_wire(served: Served) -> None:
