@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import gc
+import weakref
 
 import pytest
 from aiortc import RTCPeerConnection
@@ -16,7 +18,10 @@ from tests.teleconsult.live.conftest import (
     OPTIONS,
     WAIT,
     Served,
+    close_code,
+    end_session,
     one_clean_session,
+    start_watched_session,
 )
 from tests.teleconsult.live.leaks import added, server_tasks, threads_but_pools
 
@@ -65,6 +70,12 @@ def test_twenty_sessions_leave_nothing_behind(served: Served) -> None:
     assert [recorder for recorder in gc.get_objects() if isinstance(recorder, SessionRecorder)] == []
 
 
+def _server_peer_connections(served: Served, session_id: str) -> list[weakref.ref[RTCPeerConnection]]:
+    session = served.hub.get(session_id)
+    assert session is not None
+    return [weakref.ref(peer.pc) for peer in session.peers() if peer.pc is not None]
+
+
 def test_an_ended_sessions_media_are_freed_without_waiting_for_pythons_own_collection(served: Served) -> None:
     """Peer connections and codecs sit in reference cycles; the hub collects them once a session ends.
 
@@ -79,9 +90,15 @@ def test_an_ended_sessions_media_are_freed_without_waiting_for_pythons_own_colle
         gc.collect()
         gc.disable()
         try:
-            await one_clean_session(served)
+            session_id, sender, viewer = await start_watched_session(served)
+            server_side = served.on_server(functools.partial(_server_peer_connections, served, session_id))
+            assert len(server_side) == 2
+            await end_session(served, session_id)
+            for participant in (sender, viewer):
+                await close_code(participant.ws)
+                await participant.pc.close()
             async with asyncio.timeout(WAIT):
-                while [pc for pc in gc.get_objects() if type(pc) is RTCPeerConnection]:
+                while [ref for ref in server_side if ref() is not None]:
                     await asyncio.sleep(0.1)
         finally:
             gc.enable()
