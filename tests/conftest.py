@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -50,13 +51,11 @@ def require_tool(name: str) -> str:
     return path
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)],
-)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The index URL: embedded SQLite, and PostgreSQL in a fresh schema when configured."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'index.sqlite3'}"
+@contextmanager
+def database_for(kind: str, folder: Path) -> Iterator[str]:
+    """An index URL: embedded SQLite in ``folder``, or PostgreSQL in a fresh schema (dropped after)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'index.sqlite3'}"
         return
     if not TEST_DATABASE_URL:
         if os.environ.get("CI"):
@@ -73,6 +72,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)],
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The index URL: embedded SQLite, and PostgreSQL in a fresh schema when configured."""
+    with database_for(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -46,19 +46,15 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from PIL import Image
-from sqlalchemy import create_engine, text
 
 import teleconsult.security
 from device_adapters.kiosk.resident_id import check_character
@@ -71,9 +67,8 @@ from teleconsult.events import EventBus
 from teleconsult.media.recording import RecordingInfo, RecordingStatus, recording_paths
 from teleconsult.storage.departments import DepartmentStore
 from teleconsult.storage.identity import IdentityStore
-from teleconsult.storage.index import normalise_database_url
 from teleconsult.storage.store import InstanceStore
-from tests.conftest import COMMUNITY, PASSWORD, TEST_DATABASE_URL, USERS, ApiClient
+from tests.conftest import COMMUNITY, PASSWORD, USERS, ApiClient, database_for
 from tests.device_adapters.writers import synthetic_leads, write_csv
 from tests.factories import encode, make_image, part10
 from tests.teleconsult.consults.conftest import DRAFT
@@ -310,7 +305,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         patch.setattr(
             teleconsult.security, "_HASHER", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
         )
-        with _database(request.param, folder) as url:
+        with database_for(request.param, folder) as url:
             settings = Settings(
                 data_dir=folder / "data",
                 database_url=url,
@@ -335,29 +330,6 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                     yield World(api=api, audit=AuditLog(store.index.engine))
             finally:
                 store.close()
-
-
-@contextmanager
-def _database(kind: str, folder: Path) -> Iterator[str]:
-    """The index URL: SQLite in ``folder``, or a fresh schema of the PostgreSQL under test (as conftest)."""
-    if kind == "sqlite":
-        yield f"sqlite:///{folder / 'index.sqlite3'}"
-        return
-    if not TEST_DATABASE_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CI must set TELECONSULT_TEST_DATABASE_URL")
-        pytest.skip("TELECONSULT_TEST_DATABASE_URL is not set")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(normalise_database_url(TEST_DATABASE_URL))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in TEST_DATABASE_URL else "?"
-    try:
-        yield f"{TEST_DATABASE_URL}{separator}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 # -- requests -----------------------------------------------------------------------------------------------
