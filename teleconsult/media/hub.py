@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from teleconsult.config import IceServer, Settings
+from teleconsult.errors import TeleconsultError
 from teleconsult.media.recording import RecordingInfo, delete_recording, expired_recordings
 from teleconsult.media.registry import SessionRegistry
 from teleconsult.media.sessions import LiveSession
@@ -109,6 +110,7 @@ class MediaHub:
         self.registry = registry
         self._renewed: float | None = None
         self._collecting = False
+        self._renew_failing = False
         self.on_ended = on_ended
         self.on_deleted = on_deleted
         self._swept: float | None = None
@@ -274,7 +276,17 @@ class MediaHub:
         """Push the registry leases of the running sessions forward (how many were renewed)."""
         if self.registry is None:
             return 0
-        return await asyncio.to_thread(self.registry.renew, list(self._sessions))
+        try:
+            renewed = await asyncio.to_thread(self.registry.renew, list(self._sessions))
+        except TeleconsultError as exc:  # the index is away: say so once, not every 5 s
+            if not self._renew_failing:
+                logger.warning("live: session leases cannot be renewed (%s); retrying", exc.message)
+            self._renew_failing = True
+            return 0
+        if self._renew_failing:
+            logger.info("live: session leases renewed again")
+        self._renew_failing = False
+        return renewed
 
     async def _watch(self) -> None:
         while True:

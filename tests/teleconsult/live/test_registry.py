@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 
+from teleconsult.media.hub import MediaHub
 from teleconsult.media.registry import Holder, SessionRegistry
 from teleconsult.storage.migrate import upgrade
 from teleconsult.storage.tables import Base
@@ -66,3 +71,23 @@ def test_release_all_ends_only_this_replicas_rows(engine: Engine) -> None:
     b.claim("b1", "c3")
     assert a.release_all() == 2
     assert (a.running("c1"), a.running("c2"), a.running("c3")) == (None, None, Holder("b1", B))
+
+
+def test_leases_that_cannot_be_renewed_are_reported_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watchdog renews every 5 s: an index away for a minute must not fill the log."""
+    away = create_engine(f"sqlite:///{tmp_path / 'no-such-directory' / 'index.sqlite3'}")
+    hub = MediaHub(registry=SessionRegistry(away, A))
+    hub._sessions["s1"] = object()  # type: ignore[assignment]  # a running session, as far as renew sees
+
+    async def renew_three_times() -> list[int]:
+        return [await hub.renew() for _ in range(3)]
+
+    with caplog.at_level(logging.INFO, logger="teleconsult.media.hub"):
+        assert asyncio.run(renew_three_times()) == [0, 0, 0]
+    warnings = [r for r in caplog.records if "cannot be renewed" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+    assert warnings[0].exc_info is None
+    away.dispose()
