@@ -36,7 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine, text
 
 from teleconsult.storage.index import normalise_database_url
-from tests.conftest import TEST_DATABASE_URL, require_tool
+from tests.conftest import REDIS_URL, TEST_DATABASE_URL, require_tool
 from tests.deploy.compose import filled_env_example, interpolate_all, load
 from tests.device_adapters.kiosk.conftest import message
 from tests.factories import make_image, write_part10
@@ -50,7 +50,7 @@ from tests.integration.test_notifications_workers import (
     _Studies,
     _token,
 )
-from tests.integration.test_replicas import REDIS_URL, _stop, channel  # noqa: F401 - fixture
+from tests.integration.test_replicas import _stop
 from tests.s3server import CREDENTIALS, S3Server, running_server
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.timeout(300)]
@@ -212,13 +212,13 @@ def _json_lines(log: _Log) -> list[dict[str, Any]]:
 def test_compose_services_as_local_processes(
     tmp_path: Path,
     postgres_url: str,
-    channel: str,  # noqa: F811 - the fixture imported above
+    redis_stream: str,
     mosquitto: None,
     s3: S3Server,
 ) -> None:
     storescu = require_tool("storescu")
     kiosk_id = f"KIOSK-{uuid.uuid4().hex[:8]}"
-    topology = Topology(tmp_path, postgres_url, channel, kiosk_id, s3)
+    topology = Topology(tmp_path, postgres_url, redis_stream, kiosk_id, s3)
 
     # migrate: once, before anything else (the long-running services do not migrate)
     migrated = subprocess.run(
