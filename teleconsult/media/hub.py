@@ -177,6 +177,13 @@ class MediaHub:
     def peer_connections(self) -> int:
         return sum(session.peer_connections() for session in self._sessions.values())
 
+    async def end_consult(self, consult_id: str, reason: str) -> int:
+        """End the consult's running sessions (it was cancelled or declined); how many ended."""
+        ended = 0
+        for session in [s for s in self._sessions.values() if s.consult_id == consult_id]:
+            ended += await self._end(session, reason, SYSTEM)
+        return ended
+
     async def end(self, session: LiveSession, reason: str, *, by: str) -> bool:
         """End ``session`` (False if it had ended already)."""
         return await self._end(session, reason, by)

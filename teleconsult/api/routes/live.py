@@ -64,6 +64,7 @@ from teleconsult.errors import (
     PermissionDeniedError,
     TeleconsultError,
 )
+from teleconsult.events import Event, EventType
 from teleconsult.media import SYSTEM, LiveSession, MediaHub, MediaOptions, ParticipantRole, allowed_roles
 from teleconsult.media.capture import SnapshotTarget, clip_from_recent, store_clip, store_snapshot
 from teleconsult.media.errors import LiveError
@@ -153,6 +154,20 @@ def _audit_deleted_recording(app: FastAPI, info: RecordingInfo) -> None:
     )
 
 
+def _end_with_consult(hub: MediaHub, event: Event) -> None:
+    """A consult cancelled or declined has no live exam: its running session ends, everyone told why.
+
+    Called on the thread that published (a request's, or the broker reader's
+    for a consult changed through another replica); the end runs on the hub's loop.
+    """
+    consult_id = event.data.get("consult_id")
+    if hub.loop is None or not isinstance(consult_id, str):
+        return
+    verb = "cancelled" if event.type == EventType.CONSULT_CANCELLED else "declined"
+    reason = f"the consult was {verb} by {event.data.get('actor', 'someone')}"
+    asyncio.run_coroutine_threadsafe(hub.end_consult(consult_id, reason), hub.loop)
+
+
 @asynccontextmanager
 async def live_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """One media hub per app, for as long as it serves; closing it ends every session."""
@@ -178,9 +193,17 @@ async def live_lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub = MediaHub(options, on_ended=ended, on_deleted=deleted, registry=registry)
     hub.start()
     app.state.media = hub
+    closing = functools.partial(_end_with_consult, hub)
+    unsubscribe = [
+        bus.subscribe(closing, kind)
+        for bus in (app.state.store.bus, app.state.store.remote_bus)
+        for kind in (EventType.CONSULT_CANCELLED, EventType.CONSULT_DECLINED)
+    ]
     try:
         yield
     finally:
+        for stop in unsubscribe:
+            stop()
         await hub.close()
         if registry is not None:
             await app.state.live_relay_client.aclose()
